@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document of the API, served at /api/v1/openapi.json and rendered at /docs.
+
+Tests validate every response they get against this document, so it cannot drift from the code.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from app.validation import MAX_TEXTS, MAX_WORD_LENGTH, MAX_WORDS, TOPN_DEFAULT, TOPN_MAX, TOPN_MIN
+
+ERROR_TEXT = {
+    400: "Malformed request (the body is not valid JSON)",
+    404: "A word is not in the vocabulary; `error.words` lists it",
+    413: "The request body is over the configured limit",
+    415: "Wrong content type",
+    422: "Invalid input; the message says what is allowed and `error.field` names the input",
+    503: "The model is not loaded; `/readyz` says why",
+}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def array(items: dict, **extra) -> dict:
+    return {"type": "array", "items": items, **extra}
+
+
+def obj(required: list[str], **properties) -> dict:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+WORD = {"type": "string", "minLength": 1, "maxLength": MAX_WORD_LENGTH}
+TOPN = {"type": "integer", "minimum": TOPN_MIN, "maximum": TOPN_MAX, "default": TOPN_DEFAULT}
+SCORE = {"type": "number", "description": "cosine similarity, -1..1"}
+
+SCHEMAS = {
+    "Error": obj(["error"], error={
+        "type": "object", "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "examples": ["unknown_word", "invalid_input"]},
+            "message": {"type": "string"},
+            "field": {"type": "string", "description": "the input at fault"},
+            "words": array({"type": "string"}, description="words not in the vocabulary"),
+            "oov": array({"type": "string"}),
+        },
+    }),
+    "WordScore": obj(["word", "score"], word={"type": "string"}, score=SCORE),
+    "SimilarRequest": obj(
+        ["positive"],
+        positive=array(WORD, minItems=1, maxItems=MAX_WORDS, description="words to move towards"),
+        negative=array(WORD, maxItems=MAX_WORDS, description="words to move away from"),
+        topn=TOPN,
+    ),
+    "SimilarResult": obj(
+        ["results", "oov"], results=array(ref("WordScore")),
+        oov=array({"type": "string"}, description="input words not in the vocabulary (skipped)"),
+    ),
+    "SimilarityRequest": obj(["pairs"], pairs=array(array(WORD, minItems=2, maxItems=2),
+                                                     minItems=1, maxItems=MAX_WORDS)),
+    "SimilarityResult": obj(
+        ["results", "oov"],
+        results=array(obj(["a", "b", "score"], a={"type": "string"}, b={"type": "string"},
+                          score={"type": ["number", "null"], "description": "null if a word is unknown"})),
+        oov=array({"type": "string"}),
+    ),
+    "TextSimilarityRequest": obj(["a", "b"], a={"type": "string", "minLength": 1},
+                                 b={"type": "string", "minLength": 1}),
+    "TextSimilarityResult": obj(
+        ["score", "oov"], score=SCORE,
+        oov=obj(["a", "b"], a=array({"type": "string"}), b=array({"type": "string"})),
+    ),
+    "AnalogyResult": obj(["results"], results=array(ref("WordScore"))),
+    "ClusterRequest": obj(["text"], text={"oneOf": [
+        {"type": "string", "minLength": 1},
+        array({"type": "string", "minLength": 1}, minItems=1, maxItems=MAX_TEXTS),
+    ]}),
+    "ClusterResult": obj(["results"], results=array(obj(
+        ["cluster", "distance", "nearest", "oov"],
+        cluster={"type": "integer", "minimum": 0},
+        distance={"type": "number", "description": "cosine distance to the cluster's centroid"},
+        nearest=array(obj(["id", "title", "snippet", "cluster", "score"],
+                          id={"type": "integer"}, title={"type": "string"}, snippet={"type": "string"},
+                          cluster={"type": "integer"}, score=SCORE)),
+        oov=array({"type": "string"}),
+    ))),
+    "BatchResult": obj(["results"], results=array(obj(
+        ["line", "word"], line={"type": "integer", "minimum": 1}, word={"type": "string"},
+        results=array(ref("WordScore")),
+        error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
+    ))),
+    "ModelInfo": obj(
+        ["name", "version", "sha256", "vocabulary_size", "dimensions", "clusters"],
+        name={"type": "string"}, version={"type": "string"},
+        sha256={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        vocabulary_size={"type": "integer"}, dimensions={"type": "integer"},
+        clusters={"type": "integer", "description": "number of k-means clusters"},
+    ),
+    "Live": obj(["status"], status={"const": "ok"}),
+    "Ready": obj(["status"], status={"enum": ["ready", "not ready"]},
+                 model=obj(["name", "version"], name={"type": "string"}, version={"type": "string"}),
+                 reason={"type": "string"}),
+}
+
+
+def json_content(schema: dict, example=None) -> dict:
+    content = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"application/json": content}
+
+
+def operation(summary: str, result: str | None, errors: tuple[int, ...], *, description: str = "",
+              parameters: list | None = None, body: dict | None = None, tag: str = "words") -> dict:
+    op = {"summary": summary, "tags": [tag], "responses": {}}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": True, "content": body}
+    if result:
+        op["responses"]["200"] = {"description": "OK", "content": json_content(ref(result))}
+    for status in errors:
+        op["responses"][str(status)] = {"description": ERROR_TEXT[status], "content": json_content(ref("Error"))}
+    return op
+
+
+def query(name: str, schema: dict, description: str, required: bool = True, example=None) -> dict:
+    param = {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+TOPN_PARAM = query("topn", TOPN, "how many results", required=False, example=5)
+JSON_ERRORS = (400, 413, 415, 422, 503)
+
+
+@lru_cache(maxsize=1)
+def spec() -> dict:
+    paths = {
+        "/api/v1/similar": {
+            "get": operation(
+                "Words most similar to a word", "SimilarResult", (404, 422, 503),
+                parameters=[query("word", WORD, "the word (matched in lowercase)", example="fire"), TOPN_PARAM]),
+            "post": operation(
+                "Words most similar to a combination of words", "SimilarResult", (404,) + JSON_ERRORS,
+                description="Nearest words to the sum of `positive` minus the sum of `negative`. Unknown "
+                            "words are skipped and listed in `oov`; 404 if no positive word is known.",
+                body=json_content(ref("SimilarRequest"), {"positive": ["fire", "bushfire"], "negative": [], "topn": 5})),
+        },
+        "/api/v1/similarity": {
+            "post": operation(
+                "Cosine similarity of word pairs", "SimilarityResult", JSON_ERRORS,
+                body=json_content(ref("SimilarityRequest"), {"pairs": [["fire", "blaze"], ["police", "officers"]]})),
+        },
+        "/api/v1/text-similarity": {
+            "post": operation(
+                "Cosine similarity of two texts' mean word vectors", "TextSimilarityResult", JSON_ERRORS,
+                description="422 if a text has no word in the vocabulary.",
+                body=json_content(ref("TextSimilarityRequest"),
+                                  {"a": "Bushfires burn near Sydney", "b": "Firefighters battle a blaze"})),
+        },
+        "/api/v1/analogy": {
+            "get": operation(
+                "a is to b as c is to ...", "AnalogyResult", (404, 422, 503),
+                description="Words nearest to b - a + c.",
+                parameters=[query("a", WORD, "", example="man"), query("b", WORD, "", example="king"),
+                            query("c", WORD, "", example="woman"), TOPN_PARAM]),
+        },
+        "/api/v1/cluster": {
+            "post": operation(
+                "The k-means cluster of a text, and the nearest corpus documents", "ClusterResult", JSON_ERRORS,
+                description="`text` is one text or a list; `results` has one entry per text.",
+                body=json_content(ref("ClusterRequest"), {"text": "The Taliban fought in Afghanistan"})),
+        },
+        "/api/v1/batch": {
+            "post": operation(
+                "Similar words for every line of an uploaded file", "BatchResult", (400, 413, 415, 422, 503),
+                description="Multipart upload (`curl -F file=@queries.txt`), one query word per line; blank "
+                            "lines are skipped. A line with an unknown word gets an `error` instead of `results`.",
+                body={"multipart/form-data": {"schema": obj(
+                    ["file"], file={"type": "string", "contentMediaType": "text/plain"},
+                    topn={"type": "string", "pattern": "^[0-9]+$", "description": f"{TOPN_MIN}..{TOPN_MAX}"})}}),
+        },
+        "/api/v1/model": {"get": operation("The model served", "ModelInfo", (503,))},
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This document", "tags": ["meta"],
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": json_content({"type": "object"})}}},
+        },
+        "/livez": {"get": {"summary": "The process answers", "tags": ["health"],
+                           "responses": {"200": {"description": "alive", "content": json_content(ref("Live"))}}}},
+        "/readyz": {"get": {
+            "summary": "Ready to serve: model loaded and a warm-up query answered", "tags": ["health"],
+            "responses": {"200": {"description": "ready", "content": json_content(ref("Ready"))},
+                          "503": {"description": "not ready; `reason` says why", "content": json_content(ref("Ready"))}},
+        }},
+        "/metrics": {"get": {"summary": "Prometheus metrics, summed over all workers", "tags": ["health"],
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modelhost word-embedding service",
+            "version": "1.0.0",
+            "description": "Similar words, similarity, analogies and clusters from a gensim word-embedding "
+                           "model. Errors are JSON: `{\"error\": {\"code\": ..., \"message\": ...}}`.",
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
