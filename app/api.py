@@ -25,7 +25,7 @@ def no_known_words(error: NoKnownWords):
 @bp.get("/similar")
 def similar_get():
     word = v.query_word("word")
-    topn = v.topn(request.args.get("topn"))
+    topn = v.topn_param(request.args.get("topn"))
     results, _ = current_model().similar([word], topn=topn)
     return jsonify({"results": results, "oov": []})
 
@@ -57,7 +57,7 @@ def text_similarity():
 @bp.get("/analogy")
 def analogy():
     a, b, c = (v.query_word(name) for name in ("a", "b", "c"))
-    topn = v.topn(request.args.get("topn"))
+    topn = v.topn_param(request.args.get("topn"))
     return jsonify({"results": current_model().analogy(a, b, c, topn)})
 
 
@@ -78,7 +78,7 @@ def batch():
     upload = request.files.get("file")
     if upload is None:
         raise v.invalid("file", "a file field is required, e.g. curl -F file=@queries.txt")
-    topn = v.topn(request.form.get("topn"))
+    topn = v.topn_param(request.form.get("topn"))
     try:
         lines = upload.read().decode("utf-8").splitlines()
     except UnicodeDecodeError:

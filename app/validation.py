@@ -38,19 +38,25 @@ def json_type(value) -> str:
 
 
 def topn(value, field: str = "topn") -> int:
-    """topn from JSON (an integer) or a query string (digits), within 1..100."""
+    """topn from a JSON body: an integer within 1..100 (10 when absent)."""
     if value is None:
         return TOPN_DEFAULT
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {json_type(value)}")
     if not TOPN_MIN <= value <= TOPN_MAX:
         raise invalid(field, f"must be from {TOPN_MIN} to {TOPN_MAX}, got {value}")
     return value
+
+
+def topn_param(text: str | None, field: str = "topn") -> int:
+    """topn from a query string or form field: digits, within 1..100 (10 when absent)."""
+    if text is None:
+        return TOPN_DEFAULT
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {text!r}") from None
+    return topn(value, field)
 
 
 def word(value, field: str) -> str:

@@ -1,0 +1,76 @@
+"""Shared fixtures: a demo model built once per run, apps on it, a client that checks every
+API response against the OpenAPI document."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+
+from app import create_app
+from app.model import build
+from app.openapi import spec
+
+DEV = {"ENVIRONMENT": "development"}
+
+
+@pytest.fixture(autouse=True)
+def no_flask_env(monkeypatch):
+    """Settings come from each test, never from the shell that runs pytest."""
+    for name in list(os.environ):
+        if name.startswith("FLASK_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo-model")
+    build(out, "demo", None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def app(demo_model):
+    return create_app({**DEV, "TESTING": True, "MODEL_PATH": str(demo_model)})
+
+
+@pytest.fixture(scope="session")
+def openapi():
+    return OpenAPI.from_dict(spec())
+
+
+class SentRequest(WerkzeugOpenAPIRequest):
+    """The request the test client sent. The app consumed its body; response checks need none."""
+
+    body = None
+
+
+class CheckedClient:
+    """Flask's test client; every response to a documented path is validated against the spec."""
+
+    def __init__(self, client, openapi):
+        self.client = client
+        self.openapi = openapi
+
+    def open(self, *args, **kwargs):
+        response = self.client.open(*args, **kwargs)
+        self.openapi.validate_response(SentRequest(response.request),
+                                       WerkzeugOpenAPIResponse(response))
+        return response
+
+    def get(self, *args, **kwargs):
+        return self.open(*args, method="GET", **kwargs)
+
+    def post(self, *args, **kwargs):
+        return self.open(*args, method="POST", **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def api(app, openapi):
+    return CheckedClient(app.test_client(), openapi)
