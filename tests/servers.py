@@ -1,0 +1,95 @@
+"""Real gunicorn processes on loopback for integration tests: start, wait until ready, stop."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode} before it was ready")
+        with contextlib.suppress(OSError):
+            status, body = get(f"{base}/readyz", timeout=2)
+            if status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{base}/readyz did not answer 200 within {timeout}s")
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is pid (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@contextlib.contextmanager
+def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path | None = None):
+    """Serve the app from this checkout; yields (base_url, process); stops it, checked by pid."""
+    port = free_port()
+    environ = {**os.environ, "FLASK_MODEL_PATH": str(model), "FLASK_SECRET_KEY": "test",
+               "MODELHOST_BIND": f"127.0.0.1:{port}", "MODELHOST_WORKERS": str(workers), **(env or {})}
+    output = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen([str(GUNICORN), "app:create_app()"], cwd=ROOT, env=environ,
+                               stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process)
+        yield base, process
+    finally:
+        pids = [process.pid] + children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log:
+            output.close()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert not left, f"gunicorn processes left behind: {left}"
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
