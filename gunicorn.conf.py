@@ -16,6 +16,9 @@ timeout = 60
 graceful_timeout = 30
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = "-"
+# gunicorn >= 24 opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): a second
+# gunicorn of the same user (blue/green, tests) would fight over it. Nothing here uses it.
+control_socket_disable = True
 
 # prometheus_client must see PROMETHEUS_MULTIPROC_DIR before the app imports it, so that /metrics
 # adds up every worker's counters. A fresh directory per start: stale files would add old counts.
