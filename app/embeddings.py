@@ -6,9 +6,14 @@ private copy of the model. Per query we allocate at most one score per word (N f
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from app.model import Artifact, tokenize
+from app.model import Artifact
+
+
+TOKEN = re.compile(r"[^\W_]+")
 
 
 class UnknownWords(Exception):
@@ -27,6 +32,13 @@ class NoKnownWords(Exception):
         self.oov = oov
         unknown = f" (unknown: {', '.join(oov[:10])})" if oov else ""
         super().__init__(f"{field} has no word in the vocabulary{unknown}")
+
+
+def tokenize(text: str) -> list[str]:
+    """Query text to lowercase tokens: runs of letters and digits. Broader than the demo's training
+    tokenizer (letters only), so models whose words carry digits can be queried too; the
+    vocabulary decides which tokens are known."""
+    return TOKEN.findall(text.lower())
 
 
 def normalize_word(word: str) -> str:
@@ -93,7 +105,7 @@ class WordModel:
 
     def text_vector(self, text: str, field: str) -> tuple[np.ndarray, list[str]]:
         """Unit-length mean of the text's known word vectors, and the text's unknown words."""
-        tokens = [normalize_word(t) for t in tokenize(text)]
+        tokens = tokenize(text)
         known = [t for t in tokens if t in self]  # repeated words weigh more, as in the corpus
         oov = unique(t for t in tokens if t not in self)
         if not known:
@@ -108,6 +120,9 @@ class WordModel:
     def cluster(self, text: str, field: str = "text", nearest: int = 3) -> dict:
         """The cluster a text falls in, its distance to the centroid, and the nearest corpus documents."""
         vector, oov = self.text_vector(text, field)
+        return {**self.cluster_vector(vector, nearest), "oov": oov}
+
+    def cluster_vector(self, vector: np.ndarray, nearest: int = 3) -> dict:
         centroid_scores = self.artifact.centroids @ vector
         cluster = int(np.argmax(centroid_scores))
         doc_scores = self.artifact.doc_vectors @ vector
@@ -119,11 +134,10 @@ class WordModel:
             "nearest": [{"id": int(i), "title": documents[i]["title"], "snippet": documents[i]["snippet"],
                          "cluster": documents[i]["cluster"], "score": round(float(doc_scores[i]), 6)}
                         for i in best],
-            "oov": oov,
         }
 
     def warm_up(self) -> None:
-        """One real query, so the first user request does not pay for lazy set-up."""
+        """One real query of each kind, so the first user request does not pay for lazy set-up."""
         first = self.kv.index_to_key[0]
         self.similar([first], topn=1)
-        self.cluster(first)
+        self.cluster_vector(self.kv.get_vector(first, norm=True))

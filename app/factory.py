@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app: defaults, then FLASK_* environment variables, then `config` (for tests)."""
-    app = Flask(__name__, template_folder=str(ROOT / "templates"))
+    app = Flask("app", template_folder=str(ROOT / "templates"))
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env()
     if config:

@@ -59,8 +59,8 @@ class Artifact:
     documents: list
 
 
-def tokenize(text: str) -> list[str]:
-    """Split text into lowercase word tokens, the way the demo corpus was tokenized."""
+def corpus_tokens(text: str) -> list[str]:
+    """Split corpus text into lowercase alphabetic tokens of 2..15 letters (gensim's simple_preprocess)."""
     from gensim.utils import simple_preprocess
 
     return simple_preprocess(text)
@@ -166,7 +166,7 @@ def train_demo(seed: int):
 
     corpus = Path(datapath(DEMO_CORPUS))
     texts = [line.strip() for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
-    sentences = [tokenize(t) for t in texts]
+    sentences = [corpus_tokens(t) for t in texts]
     # One worker thread and a stable hash: the same corpus gives byte-identical vectors.
     model = Word2Vec(sentences, workers=1, seed=seed, hashfxn=stable_hash, **WORD2VEC_PARAMS)
     provenance = {

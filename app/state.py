@@ -1,6 +1,7 @@
 """The model this process serves, loaded once at start-up, or the reason it is not."""
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import current_app
@@ -28,9 +29,14 @@ class ModelState:
         started = time.perf_counter()
         try:
             model = WordModel(load(path))
-            model.warm_up()
         except ModelError as exc:
             self.reason = str(exc)
+            return
+        try:
+            model.warm_up()
+        except Exception as exc:  # a model that loads but cannot answer is not ready; say why
+            logging.getLogger("app").exception("warm-up query failed on the model at %s", path)
+            self.reason = f"the model at {path} loaded but its warm-up query failed: {exc!r}"
             return
         self.model = model
         self.reason = None

@@ -5,6 +5,10 @@ up, then times single-word queries with time.perf_counter and prints p50/p95/p99
 milliseconds per model and the synthetic/demo ratio of the p50s. The query words are drawn
 from each vocabulary with a fixed seed, so runs are comparable. No HTTP, no gunicorn.
 
+The large model's query is a matrix-vector product that OpenBLAS may spread over threads; on
+small or busy machines that makes its figures vary between runs, and OPENBLAS_NUM_THREADS=1
+gives steadier (single-core) ones.
+
 Run from the repository root:
 
     .venv/bin/python benchmarks/latency.py                  # builds both models into a temp dir

@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -78,15 +79,14 @@ def pss_kib(pid: int) -> int:
 
 def mapped_kib(pid: int, path: Path) -> tuple[int, int]:
     """(Rss, Pss) in KiB of pid's mappings of the file at path."""
-    rss = pss = 0
+    kib = {"Rss:": 0, "Pss:": 0}
     inside = False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if MAPPING.match(line):
             inside = line.endswith(str(path))
-        elif inside and line.startswith(("Rss:", "Pss:")):
-            kib = int(line.split()[1])
-            rss, pss = (rss + kib, pss) if line.startswith("Rss:") else (rss, pss + kib)
-    return rss, pss
+        elif inside and line.split()[0] in kib:
+            kib[line.split()[0]] += int(line.split()[1])
+    return kib["Rss:"], kib["Pss:"]
 
 
 def status(url: str) -> int | None:
@@ -124,14 +124,18 @@ def stop(server: subprocess.Popen) -> None:
         server.wait(STOP_TIMEOUT)
 
 
-def measure(model: Path, workers: int, args, log: Path) -> dict:
+def measure(model: Path, workers: int, args, tmp: Path) -> dict:
     """Start gunicorn with this many workers, query it, and return its processes' memory in KiB."""
+    log, metrics_dir = tmp / f"gunicorn-{workers}.log", tmp / f"metrics-{workers}"
+    metrics_dir.mkdir()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("FLASK_", "MODELHOST_", "PROMETHEUS_"))}
     env.update(FLASK_MODEL_PATH=str(model), FLASK_SECRET_KEY="bench",
-               MODELHOST_BIND=f"127.0.0.1:{port}", MODELHOST_WORKERS=str(workers))
+               MODELHOST_BIND=f"127.0.0.1:{port}", MODELHOST_WORKERS=str(workers),
+               # Ours, in the temp dir: gunicorn.conf.py's own is left behind if the app fails to load.
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with open(log, "w") as output:
         server = subprocess.Popen([str(GUNICORN), "app:create_app()"], cwd=ROOT, env=env,
                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -153,14 +157,15 @@ def measure(model: Path, workers: int, args, log: Path) -> dict:
             "workers_with_vectors": sum(rss > 0 for rss, _ in vectors[1:]),
         }
     except Exception:
-        print(f"gunicorn log ({log}), last lines:\n" + "\n".join(log.read_text().splitlines()[-20:]))
+        print(f"gunicorn log ({log}), last lines:\n" + "\n".join(log.read_text().splitlines()[-20:]),
+              file=sys.stderr)
         raise
     finally:
         stop(server)
 
 
 def mib(kib: float) -> str:
-    return f"{kib / 1024:7.1f} MiB"
+    return f"{kib / 1024:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=bounded_int(1, 600), default=120,
                         help="seconds to wait for /readyz (default 120)")
     args = parser.parse_args(argv)
+    few, many = args.workers
+    if few >= many:
+        parser.error("--workers: FEW must be less than MANY")
 
     with tempfile.TemporaryDirectory(prefix="modelhost-memory-") as tmp:
         model = args.model
@@ -187,20 +195,18 @@ def main(argv: list[str] | None = None) -> int:
 
         totals = {}
         for workers in args.workers:
-            run = measure(model, workers, args, Path(tmp, f"gunicorn-{workers}.log"))
+            run = measure(model, workers, args, Path(tmp))
             totals[workers] = run["master"] + run["workers"]
-            print(f"{workers} worker(s): total PSS {mib(totals[workers])} | master {mib(run['master'])} | "
-                  f"per worker {mib(run['workers'] / run['count'])}")
+            print(f"{workers} worker(s): total PSS {mib(totals[workers]):>10} | master {mib(run['master']):>10} | "
+                  f"per worker {mib(run['workers'] / run['count']):>10}")
             print(f"    vectors mapping: PSS summed over processes {mib(run['vectors_pss'])}, "
                   f"resident in {run['workers_with_vectors']}/{run['count']} workers")
 
-        few, many = args.workers
-        extra = (totals[many] - totals[few]) / (many - few) if many != few else 0.0
         copies = (many - 1) * vectors_kib
         print(f"\nratio total({many})/total({few}): {totals[many] / totals[few]:.2f}")
-        print(f"each extra worker adds {mib(extra).strip()}")
-        print(f"with {many} private copies of the vectors the total would be about {mib(totals[many] + copies).strip()}:"
-              f" sharing saves about {mib(copies).strip()} ({many - 1} x the vectors file)")
+        print(f"each extra worker adds {mib((totals[many] - totals[few]) / (many - few))}")
+        print(f"with {many} private copies of the vectors the total would be about {mib(totals[many] + copies)}: "
+              f"sharing saves about {mib(copies)} ({many - 1} x the vectors file)")
     return 0
 
 

@@ -63,7 +63,7 @@ def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path |
                "MODELHOST_BIND": f"127.0.0.1:{port}", "MODELHOST_WORKERS": str(workers), **(env or {})}
     output = open(log, "wb") if log else subprocess.DEVNULL
     process = subprocess.Popen([str(GUNICORN), "app:create_app()"], cwd=ROOT, env=environ,
-                               stdout=output, stderr=subprocess.STDOUT)
+                               stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process)
@@ -72,9 +72,9 @@ def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path |
         pids = [process.pid] + children(process.pid)
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=40)  # above gunicorn.conf.py's graceful_timeout
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the master and its workers
             process.wait()
         if log:
             output.close()

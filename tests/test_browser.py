@@ -15,8 +15,15 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(scope="module")
+def server(demo_model):
+    with gunicorn(demo_model) as (base, _):
+        yield base
+
+
 @pytest.fixture
-def browser(tmp_path):
+def browser(server, tmp_path):
+    """Chromium, closed before the server stops (fixtures tear down in reverse order)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -29,29 +36,28 @@ def browser(tmp_path):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # find_element waits for the page a click loads
     yield driver
     driver.quit()
 
 
-def test_similar_word_form_submits_and_shows_results(browser, demo_model, tmp_path):
+def test_similar_word_form_submits_and_shows_results(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
-    with gunicorn(demo_model) as (base, _):
-        browser.get(base + "/")
-        assert "modelhost" in browser.title
-        browser.find_element(By.ID, "word").send_keys("police")
-        browser.find_element(By.CSS_SELECTOR, "form[action='/similar'] button").click()
-        rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
-        assert browser.find_element(By.TAG_NAME, "h2").text == "Words similar to “police”"
-        assert len(rows) == 10
-        browser.save_screenshot(str(tmp_path / "result.png"))
+    browser.get(server + "/")
+    assert "modelhost" in browser.title
+    browser.find_element(By.ID, "word").send_keys("police")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/similar'] button").click()
+    table = browser.find_element(By.ID, "results")  # only on the result page
+    assert browser.find_element(By.TAG_NAME, "h2").text == "Words similar to “police”"
+    assert len(table.find_elements(By.CSS_SELECTOR, "tbody tr")) == 10
+    browser.save_screenshot(str(tmp_path / "result.png"))
 
 
-def test_cluster_form_shows_a_validation_message(browser, demo_model):
+def test_cluster_form_shows_a_validation_message(browser, server):
     from selenium.webdriver.common.by import By
 
-    with gunicorn(demo_model) as (base, _):
-        browser.get(base + "/")
-        browser.find_element(By.ID, "text").send_keys("taliban")
-        browser.find_element(By.CSS_SELECTOR, "form[action='/cluster'] button").click()
-        assert "Too short" in browser.find_element(By.ID, "text-error").text
+    browser.get(server + "/")
+    browser.find_element(By.ID, "text").send_keys("taliban")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/cluster'] button").click()
+    assert "Too short" in browser.find_element(By.ID, "text-error").text

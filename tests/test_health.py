@@ -67,3 +67,26 @@ def test_unknown_paths_share_one_metrics_label(client):
         client.get(f"/random-{i}")
     text = client.get("/metrics").get_data(as_text=True)
     assert "random-" not in text and 'endpoint="unmatched"' in text
+
+
+def test_a_model_whose_words_carry_digits_serves_every_endpoint(tmp_path):
+    from app.model import build
+
+    build(tmp_path / "syn", "syn", None, synthetic=(300, 8))
+    client = create_app({**DEV, "MODEL_PATH": str(tmp_path / "syn")}).test_client()
+    assert client.get("/readyz").status_code == 200
+    response = client.post("/api/v1/cluster", json={"text": "word0000001 word0000002"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_a_failing_warm_up_query_means_not_ready_with_the_reason(demo_model, monkeypatch):
+    from app.embeddings import WordModel
+
+    def broken(self):
+        raise RuntimeError("index out of range")
+
+    monkeypatch.setattr(WordModel, "warm_up", broken)
+    client = create_app({**DEV, "MODEL_PATH": str(demo_model)}).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "warm-up query failed: RuntimeError('index out of range')" in response.get_json()["reason"]
