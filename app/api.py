@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from app import validation as v
-from app.embeddings import NoKnownWords, UnknownWords, normalize_word
+from app.embeddings import NoKnownWords, UnknownWords
 from app.errors import ApiError, json_error
 from app.openapi import spec
 from app.state import current_model
@@ -93,12 +93,12 @@ def batch():
     results = []
     for number, word in queries:
         entry = {"line": number, "word": word}
-        if len(word) > v.MAX_WORD_LENGTH:
-            entry["error"] = {"code": "invalid_input", "message": f"longer than {v.MAX_WORD_LENGTH} characters"}
-        elif normalize_word(word) not in model:
-            entry["error"] = {"code": "unknown_word", "message": f"not in the vocabulary: {normalize_word(word)}"}
-        else:
-            entry["results"], _ = model.similar([word], topn=topn)
+        try:
+            entry["results"], _ = model.similar([v.word(word, f"line {number}")], topn=topn)
+        except ApiError as exc:
+            entry["error"] = {"code": exc.code, "message": exc.message}
+        except UnknownWords as exc:
+            entry["error"] = {"code": "unknown_word", "message": str(exc)}
         results.append(entry)
     return jsonify({"results": results})
 

@@ -31,17 +31,17 @@ def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def wait_ready(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_ready(base: str, process: subprocess.Popen, workers: int, timeout: float = 120) -> None:
+    """Until /readyz answers 200 and every worker is forked (the first one may answer alone)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode} before it was ready")
         with contextlib.suppress(OSError):
-            status, body = get(f"{base}/readyz", timeout=2)
-            if status == 200:
+            if get(f"{base}/readyz", timeout=2)[0] == 200 and len(children(process.pid)) == workers:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"{base}/readyz did not answer 200 within {timeout}s")
+    raise RuntimeError(f"{base}/readyz did not answer 200 with {workers} workers within {timeout}s")
 
 
 def children(pid: int) -> list[int]:
@@ -66,7 +66,7 @@ def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path |
                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, process)
+        wait_ready(base, process, workers)
         yield base, process
     finally:
         pids = [process.pid] + children(process.pid)
