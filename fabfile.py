@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,10 +33,11 @@ def secret_key() -> str:
             "force": "build again even if a valid model is there"})
 def build_model(c, out=str(DEMO_MODEL), force=False):
     """Build the demo model from the corpus in gensim's wheel (no network); skips a valid one."""
-    if not force and c.run(f"{sys.executable} -m app.model verify {out}", warn=True, hide=True).ok:
+    model = shlex.join([sys.executable, "-m", "app.model"])
+    if not force and c.run(f"{model} verify {shlex.quote(out)}", warn=True, hide=True).ok:
         print(f"model in {out} is up to date (unchanged)")
         return
-    c.run(f"{sys.executable} -m app.model build --out {out}")
+    c.run(f"{model} build --out {shlex.quote(out)}")
 
 
 @task(help={"port": "port on 127.0.0.1 (default 8080)", "workers": "gunicorn workers (default 2)"})

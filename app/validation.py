@@ -26,6 +26,8 @@ def json_body() -> dict:
         body = request.get_json()
     except BadRequest:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise ApiError(400, "malformed_json", "the request body nests arrays or objects too deeply") from None
     if not isinstance(body, dict):
         raise invalid("body", f"must be a JSON object, got {json_type(body)}")
     return body
@@ -42,7 +44,8 @@ def topn(value, field: str = "topn") -> int:
     if value is None:
         return TOPN_DEFAULT
     if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {json_type(value)}")
+        got = value if isinstance(value, float) else json_type(value)
+        raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {got}")
     if not TOPN_MIN <= value <= TOPN_MAX:
         raise invalid(field, f"must be from {TOPN_MIN} to {TOPN_MAX}, got {value}")
     return value

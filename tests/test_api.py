@@ -96,6 +96,7 @@ def test_similar_post_with_no_known_positive_word_is_404(api):
     ({"positive": ["fire"], "topn": "5"}, "topn"),
     ({"positive": ["fire"], "topn": True}, "topn"),
     ({"positive": ["fire"], "topn": 1000}, "topn"),
+    ({"positive": ["fire"], "topn": 2.5}, "topn"),
     ([], "body"),
     ("fire", "body"),
 ])
@@ -110,8 +111,9 @@ JSON_ENDPOINTS = ["/api/v1/similar", "/api/v1/similarity", "/api/v1/text-similar
 
 
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
-def test_malformed_json_is_400(api, path):
-    response = api.post(path, data='{"positive": ["fire"', content_type="application/json")
+@pytest.mark.parametrize("data", ['{"positive": ["fire"', b"\xff\xfe{}", "[" * 100_000])
+def test_malformed_json_is_400(api, path, data):
+    response = api.post(path, data=data, content_type="application/json")
     error_of(response, 400, "malformed_json")
 
 
@@ -320,3 +322,18 @@ def test_every_endpoint_is_503_while_the_model_is_not_loaded(unloaded_api, metho
 def unloaded_api(tmp_path, openapi):
     app = create_app({"ENVIRONMENT": "development", "MODEL_PATH": str(tmp_path / "no-model")})
     return CheckedClient(app.test_client(), openapi)
+
+
+def test_an_unexpected_error_is_a_json_500_under_api_and_an_html_page_elsewhere(demo_model):
+    app = create_app({"ENVIRONMENT": "development", "MODEL_PATH": str(demo_model)})
+
+    @app.get("/api/v1/boom")
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    error = error_of(client.get("/api/v1/boom"), 500, "internal_error")
+    assert "a bug" not in error["message"]  # details go to the log, not to the client
+    page = client.get("/boom")
+    assert page.status_code == 500 and page.mimetype == "text/html"

@@ -20,7 +20,7 @@ def section_code(heading: str) -> str:
 @pytest.mark.skipif(not shutil.which("curl"), reason="needs curl: apt-get install curl")
 def test_curl_examples_work_as_written(demo_model, tmp_path):
     script = section_code("API")
-    assert script.count("curl ") >= 11
+    assert script.count("curl ") >= 12
     with gunicorn(demo_model, workers=2) as (base, _):
         # Every curl fails the script on an HTTP error; the examples' URL points at this server.
         wrapper = "set -e\ncurl() { command curl --fail-with-body -sS \"$@\"; echo; }\n"
