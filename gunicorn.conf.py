@@ -4,7 +4,6 @@ reads this file. Deployments render their own from deploy.toml (issue B); both k
 Environment: MODELHOST_BIND (default 127.0.0.1:8080), MODELHOST_WORKERS (default 2).
 """
 import atexit
-import gc
 import os
 import shutil
 import tempfile
@@ -40,9 +39,3 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     # so it checks that it runs in the master.
     atexit.register(lambda: os.getpid() == _master and shutil.rmtree(
         os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True))
-
-
-def pre_fork(server, worker):
-    """Move the preloaded app's objects out of the garbage collector's reach before forking, so the
-    collector does not write to (and so copy) pages the workers share with the master."""
-    gc.freeze()
