@@ -1,6 +1,7 @@
 """The Fabric tasks that exist today, run through the real `fab` command."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,12 @@ def test_fab_list_shows_every_task_with_its_help():
     assert "serve         Serve the demo model with gunicorn" in result.stdout
 
 
-def test_build_model_builds_once_then_reports_unchanged(tmp_path):
-    out = tmp_path / "model"
-    first = fab("build-model", "--out", str(out))
-    assert first.returncode == 0, first.stderr
-    assert "built demo" in first.stdout
-    second = fab("build-model", "--out", str(out))
-    assert second.returncode == 0 and "up to date (unchanged)" in second.stdout
+def test_build_model_skips_a_valid_model_and_rebuilds_a_damaged_one(tmp_path, demo_model):
+    out = shutil.copytree(demo_model, tmp_path / "model")
+    unchanged = fab("build-model", "--out", str(out))
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert "up to date (unchanged)" in unchanged.stdout
     (out / "documents.npy").write_bytes(b"damaged")
-    third = fab("build-model", "--out", str(out))
-    assert third.returncode == 0 and "built demo" in third.stdout
+    rebuilt = fab("build-model", "--out", str(out))
+    assert rebuilt.returncode == 0 and "built demo" in rebuilt.stdout
+    assert (out / "documents.npy").read_bytes() == (demo_model / "documents.npy").read_bytes()
