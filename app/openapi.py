@@ -148,7 +148,7 @@ def spec() -> dict:
                 "Words most similar to a combination of words", "SimilarResult", (404,) + JSON_ERRORS,
                 description="Nearest words to the sum of `positive` minus the sum of `negative`. Unknown "
                             "words are skipped and listed in `oov`; 404 if no positive word is known.",
-                body=json_content(ref("SimilarRequest"), {"positive": ["fire", "bushfire"], "negative": [], "topn": 5})),
+                body=json_content(ref("SimilarRequest"), {"positive": ["fire", "crews"], "negative": ["cricket"], "topn": 5})),
         },
         "/api/v1/similarity": {
             "post": operation(

@@ -1,7 +1,10 @@
 """The HTML UI: find similar words, compare two texts, cluster a text. Plain forms, no JavaScript."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, render_template, request
+from markupsafe import Markup, escape
 
 from app.embeddings import NoKnownWords, UnknownWords
 from app.openapi import spec
@@ -80,6 +83,12 @@ def cluster():
     if error:
         return page({"text": error}, 422)
     return render_template("result.html", kind="cluster", text=text, result=result, model=model)
+
+
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """The spec's descriptions mark code with `backticks` (as in Markdown): render those as <code>."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
 @bp.get("/docs")
