@@ -32,9 +32,9 @@ def secret_key() -> str:
 @task(help={"out": f"artifact directory (default {DEMO_MODEL.relative_to(ROOT)})",
             "force": "build again even if a valid model is there"})
 def build_model(c, out=str(DEMO_MODEL), force=False):
-    """Build the demo model from the corpus in gensim's wheel (no network); skips a valid one."""
+    """Build the demo model from the corpora in gensim's wheel (no network); skips a valid, current one."""
     model = shlex.join([sys.executable, "-m", "app.model"])
-    if not force and c.run(f"{model} verify {shlex.quote(out)}", warn=True, hide=True).ok:
+    if not force and c.run(f"{model} verify --demo {shlex.quote(out)}", warn=True, hide=True).ok:
         print(f"model in {out} is up to date (unchanged)")
         return
     c.run(f"{model} build --out {shlex.quote(out)}")

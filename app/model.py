@@ -41,6 +41,9 @@ FORMAT = 1
 DEMO_CORPUS = "lee_background.cor"
 CONTEXT_CORPUS = "head500.noblanks.cor"
 SEED = 42
+# Bump when the demo's training changes in a way its parameters do not show, so that
+# `verify --demo` (and so `fab build-model`) rebuilds models made by the old code.
+DEMO_RECIPE = 2
 WORD2VEC_PARAMS = {"vector_size": 100, "window": 5, "min_count": 3, "sg": 0, "epochs": 40}
 K_RANGE = range(4, 13)  # candidate cluster counts; the best silhouette wins
 SYNTHETIC_DOCUMENTS = 300
@@ -168,9 +171,16 @@ def read_corpus(name: str) -> tuple[Path, list[str]]:
     return path, [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def demo_recipe(seed: int = SEED) -> dict:
+    """Everything that decides the demo model's bytes besides the corpora (whose sha256 are recorded)."""
+    import gensim
+
+    return {"recipe": DEMO_RECIPE, "format": FORMAT, "gensim": gensim.__version__, "params": WORD2VEC_PARAMS,
+            "seed": seed, "corpora": [DEMO_CORPUS, CONTEXT_CORPUS]}
+
+
 def train_demo(seed: int):
     """Train Word2Vec on the corpora in gensim's wheel; returns (KeyedVectors, texts, tokens, provenance)."""
-    import gensim
     from gensim.models import KeyedVectors, Word2Vec
 
     corpus, texts = read_corpus(DEMO_CORPUS)
@@ -185,13 +195,11 @@ def train_demo(seed: int):
     kv.add_vectors(served, model.wv[served])
     provenance = {
         "kind": "word2vec",
+        "recipe": demo_recipe(seed),
         "corpus": [{"file": f"gensim/test/test_data/{path.name}", "sha256": sha256_file(path),
                     "documents": len(token_lists), "tokens": sum(map(len, token_lists)), "role": role}
                    for path, token_lists, role in ((corpus, sentences, "documents and vocabulary"),
                                                    (context, context_sentences, "training context"))],
-        "gensim": gensim.__version__,
-        "params": WORD2VEC_PARAMS,
-        "seed": seed,
     }
     return kv, texts, sentences, provenance
 
@@ -330,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     build_cmd.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
     verify_cmd = commands.add_parser("verify", help="check an artifact's files against its manifest")
     verify_cmd.add_argument("path", type=Path)
+    verify_cmd.add_argument("--demo", action="store_true",
+                            help="also check that it is the demo model this code builds (not an older recipe)")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -343,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = read_manifest(args.path)
         check_files(args.path, manifest, hashes=True)
         load(args.path)
+        if args.demo and manifest["created_from"].get("recipe") != demo_recipe():
+            raise ModelError(f"model at {args.path} was not built by this version's demo recipe: rebuild it")
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -106,6 +106,16 @@ def test_truncated_file_is_reported_with_its_name(tmp_path, demo_model):
         model.load(copy)
 
 
+def test_verify_demo_rejects_a_model_from_an_older_recipe(tmp_path, demo_model):
+    copy = copy_model(demo_model, tmp_path / "copy")
+    assert model.main(["verify", "--demo", str(copy)]) == 0
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["created_from"]["recipe"]["recipe"] = model.DEMO_RECIPE - 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert model.main(["verify", str(copy)]) == 0
+    assert model.main(["verify", "--demo", str(copy)]) == 1
+
+
 def test_verify_finds_a_changed_byte(tmp_path, demo_model):
     copy = copy_model(demo_model, tmp_path / "copy")
     data = bytearray((copy / "documents.npy").read_bytes())
