@@ -28,18 +28,9 @@ import numpy as np
 
 from app.embeddings import WordModel
 from app.model import build, load
+from benchlib import SYNTHETIC_SIZE, bounded_int
 
-SYNTHETIC_SIZE = (100_000, 300)
 MAX_QUERIES = 100_000
-
-
-def bounded_int(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-    return parse
 
 
 def time_queries(model: WordModel, queries: int, warmup: int, seed: int) -> np.ndarray:

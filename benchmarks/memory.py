@@ -24,18 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.model import VECTORS, build  # noqa: E402
 from tests.servers import children, get, gunicorn  # noqa: E402  (the integration tests' harness)
+from benchlib import SYNTHETIC_SIZE, bounded_int  # noqa: E402
 
-SYNTHETIC_SIZE = (100_000, 300)
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # header line of one mapping in /proc/PID/smaps
-
-
-def bounded_int(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-    return parse
 
 
 def pss_kib(pid: int) -> int:

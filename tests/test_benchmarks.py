@@ -1,0 +1,34 @@
+"""The benchmark scripts still run (on small models; the figures themselves are not checked)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.model import build
+from tests.servers import ROOT
+
+
+@pytest.fixture(scope="module")
+def small_synthetic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    build(out, "synthetic-small", None, synthetic=(2000, 16))
+    return out
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_latency_benchmark_prints_both_models_and_their_ratio(demo_model, small_synthetic):
+    out = run("latency.py", "--demo", str(demo_model), "--synthetic-model", str(small_synthetic), "-n", "5")
+    assert "2000 x 16" in out and "p50 ratio synthetic/demo" in out
+
+
+def test_memory_benchmark_compares_two_worker_counts(small_synthetic):
+    out = run("memory.py", "--model", str(small_synthetic), "--workers", "1", "2", "--queries", "5")
+    assert "ratio total(2)/total(1)" in out and "resident in 2/2 workers" in out
