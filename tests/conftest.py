@@ -74,3 +74,10 @@ def client(app):
 @pytest.fixture
 def api(app, openapi):
     return CheckedClient(app.test_client(), openapi)
+
+
+@pytest.fixture
+def unloaded_api(tmp_path, openapi):
+    """A checked client of an app whose model path holds no model."""
+    app = create_app({**DEV, "MODEL_PATH": str(tmp_path / "no-model")})
+    return CheckedClient(app.test_client(), openapi)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from app import create_app
-from tests.conftest import CheckedClient
 
 
 def error_of(response, status, code):
@@ -292,8 +292,6 @@ def test_batch_needs_multipart(api):
 # --- /model, /openapi.json ----------------------------------------------------------------------
 
 def test_model_info_comes_from_the_manifest(api, demo_model):
-    import json
-
     manifest = json.loads((demo_model / "manifest.json").read_text())
     body = api.get("/api/v1/model").get_json()
     assert body == {"name": "demo", "version": manifest["version"], "sha256": manifest["sha256"],
@@ -316,12 +314,6 @@ def test_model_info_comes_from_the_manifest(api, demo_model):
 def test_every_endpoint_is_503_while_the_model_is_not_loaded(unloaded_api, method, path, kwargs):
     error = error_of(unloaded_api.open(path, method=method, **kwargs), 503, "model_unavailable")
     assert "manifest.json is missing" in error["message"]
-
-
-@pytest.fixture
-def unloaded_api(tmp_path, openapi):
-    app = create_app({"ENVIRONMENT": "development", "MODEL_PATH": str(tmp_path / "no-model")})
-    return CheckedClient(app.test_client(), openapi)
 
 
 def test_an_unexpected_error_is_a_json_500_under_api_and_an_html_page_elsewhere(demo_model):

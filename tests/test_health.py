@@ -17,18 +17,15 @@ def test_readyz_is_200_with_the_model_once_loaded(api):
     assert body["model"]["name"] == "demo"
 
 
-def test_readyz_is_503_with_the_reason_when_the_model_is_missing(tmp_path, openapi):
-    from tests.conftest import CheckedClient
-
-    app = create_app({**DEV, "MODEL_PATH": str(tmp_path / "gone")})
-    client = CheckedClient(app.test_client(), openapi)
+def test_readyz_is_503_with_the_reason_when_the_model_is_missing(unloaded_api):
+    client = unloaded_api
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "manifest.json is missing" in response.get_json()["reason"]
     assert client.get("/livez").status_code == 200
 
 
-def test_readyz_says_when_no_model_is_configured(openapi):
+def test_readyz_says_when_no_model_is_configured():
     app = create_app(DEV)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
