@@ -1,0 +1,220 @@
+"""What a host is: cores, memory, architecture, OS, init system, nginx and Python versions, board.
+
+FACTS_COMMAND is one POSIX sh script that the executor runs on the target (`sh -c FACTS_COMMAND`,
+as any user, no Python needed there); parse_facts turns its output into HostFacts. This module
+never runs anything itself.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass
+
+# Section name -> the sh code that prints it.
+_SECTIONS = {
+    "nproc": "nproc",  # CPUs in the sched affinity mask
+    "online": "getconf _NPROCESSORS_ONLN",
+    # cgroup v2 limits of the cgroup /sys/fs/cgroup shows: a container's own when it has a cgroup
+    # namespace; on a VM or bare metal the root cgroup has neither file, so no cap.
+    "cpu.max": "cat /sys/fs/cgroup/cpu.max",
+    "meminfo": "cat /proc/meminfo",
+    "memory.max": "cat /sys/fs/cgroup/memory.max",
+    "uname": "uname -m",
+    "os-release": "cat /etc/os-release || cat /usr/lib/os-release",
+    # sd_booted(): systemd is PID 1 exactly when /run/systemd/system is a directory.
+    "init": "if [ -d /run/systemd/system ]; then echo systemd; else cat /proc/1/comm; fi",
+    # nginx is in /usr/sbin, often not on an unprivileged user's PATH; -v prints to stderr.
+    "nginx": 'nginx_bin=$(command -v nginx || command -v /usr/sbin/nginx) && "$nginx_bin" -v 2>&1',
+    "python3": "python3 -V",
+    "board": "tr -d '\\000' < /proc/device-tree/model",  # NUL-terminated; only on ARM boards
+}
+
+# Each section runs with stderr discarded and `|| true`, so a missing file or command leaves it
+# empty and the rest still run, even under `sh -e`. Headers start with a newline because a section
+# need not end with one (the board model does not).
+# nproc answers OMP_NUM_THREADS / OMP_THREAD_LIMIT instead of the affinity mask when they are set.
+FACTS_COMMAND = "unset OMP_NUM_THREADS OMP_THREAD_LIMIT\n" + "".join(
+    f"printf '\\n### {name}\\n'; {{ {code}; }} 2>/dev/null || true\n"
+    for name, code in _SECTIONS.items())
+
+
+class FactsError(Exception):
+    """The output of FACTS_COMMAND cannot be understood."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """A host's hardware and software, as far as a deploy needs them."""
+
+    cores: int  # usable: affinity mask, capped by a cgroup CPU quota
+    cpus_online: int
+    memory_total_mb: int  # MiB, capped by a cgroup memory limit
+    memory_available_mb: int  # MiB, MemAvailable capped by a cgroup memory limit
+    architecture: str  # uname -m: x86_64, aarch64, armv7l
+    os_id: str  # os-release ID: debian, ubuntu, raspbian
+    os_version: str  # os-release VERSION_ID: "12", "24.04"; "" when absent (e.g. testing)
+    os_name: str  # os-release PRETTY_NAME
+    init: str  # "systemd", else PID 1's command name ("sh", "init"); "" when unreadable
+    nginx_version: tuple[int, ...] | None
+    python_version: tuple[int, ...] | None
+    board: str | None  # device-tree model, e.g. "Raspberry Pi 4 Model B Rev 1.4"
+
+    @property
+    def systemd(self) -> bool:
+        """Whether systemd is the init system."""
+        return self.init == "systemd"
+
+    def describe(self) -> str:
+        """One line for humans: board, cores, memory, OS, architecture (and init if not systemd)."""
+        cores = f"{self.cores} core{'s' if self.cores != 1 else ''}"
+        if self.cores != self.cpus_online:
+            cores = f"{self.cores} of {self.cpus_online} cores"
+        memory = (f"{_size(self.memory_total_mb)} RAM"
+                  f" ({_size(self.memory_available_mb)} available)")
+        parts = [self.board, cores, memory, self.os_name, self.architecture]
+        if not self.systemd:
+            parts.append(f"no systemd (PID 1 is {self.init or 'unknown'})")
+        return ", ".join(part for part in parts if part)
+
+
+def _size(mb: int) -> str:
+    return f"{mb / 1024:.1f} GiB" if mb >= 1024 else f"{mb} MiB"
+
+
+def parse_facts(output: str) -> HostFacts:
+    """HostFacts from FACTS_COMMAND's output; FactsError names the section it cannot use."""
+    sections = _split(output)
+    cores = _count(sections, "nproc")
+    cpu_limit = _cpu_limit(sections)
+    if cpu_limit is not None:
+        cores = min(cores, cpu_limit)
+    total_mb, available_mb = _memory(sections)
+    memory_limit = _memory_limit(sections)
+    if memory_limit is not None:
+        total_mb, available_mb = min(total_mb, memory_limit), min(available_mb, memory_limit)
+    os_release = _os_release(sections)
+    return HostFacts(
+        cores=cores,
+        cpus_online=_count(sections, "online"),
+        memory_total_mb=total_mb,
+        memory_available_mb=available_mb,
+        architecture=_architecture(sections),
+        # Defaults from os-release(5) for keys a file leaves out.
+        os_id=os_release.get("ID", "linux"),
+        os_version=os_release.get("VERSION_ID", ""),
+        os_name=os_release.get("PRETTY_NAME", "Linux"),
+        init=sections.get("init", "").partition("\n")[0].strip(),
+        nginx_version=_version(sections, "nginx", r"nginx version: \S*?/(\d+(?:\.\d+)*)",
+                               "nginx version: nginx/1.22.1"),
+        python_version=_version(sections, "python3", r"Python (\d+(?:\.\d+)*)", "Python 3.11.2"),
+        board=sections.get("board") or None,
+    )
+
+
+def _split(output: str) -> dict[str, str]:
+    """Section name -> its text, stripped; lines before the first header are ignored."""
+    lines: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        header = re.fullmatch(r"\s*### (\S+)\s*", line)
+        if header:
+            current = lines[header[1]] = []
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(text).strip() for name, text in lines.items()}
+
+
+def _problem(name: str, text: str | None, expected: str) -> FactsError:
+    """A FactsError for a section that is missing or holds something unexpected."""
+    if text is None:
+        return FactsError(
+            f"host facts: the output has no '### {name}' section; it should come from"
+            f" FACTS_COMMAND of this version of modelhost, run as `sh -c FACTS_COMMAND`")
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return FactsError(
+        f"host facts, section '{name}': expected {expected}, got {shown!r};"
+        f" run `{_SECTIONS[name]}` on the host to see why")
+
+
+def _section(sections: dict[str, str], name: str, expected: str) -> str:
+    text = sections.get(name)
+    if not text:
+        raise _problem(name, text, expected)
+    return text
+
+
+def _count(sections: dict[str, str], name: str) -> int:
+    text = _section(sections, name, "a number of CPUs")
+    if not text.isdigit() or int(text) < 1:
+        raise _problem(name, text, "a number of CPUs")
+    return int(text)
+
+
+def _cpu_limit(sections: dict[str, str]) -> int | None:
+    """Whole CPUs the cgroup quota allows ("150000 100000" -> 2), or None without a quota."""
+    text = sections.get("cpu.max", "")
+    if not text or text.split()[0] == "max":
+        return None
+    match = re.fullmatch(r"(\d+)\s+(\d+)", text)
+    if not match or int(match[2]) == 0:
+        raise _problem("cpu.max", text, "'max PERIOD' or 'QUOTA PERIOD' in microseconds")
+    return max(1, math.ceil(int(match[1]) / int(match[2])))
+
+
+def _memory(sections: dict[str, str]) -> tuple[int, int]:
+    """MemTotal and MemAvailable in MiB."""
+    text = _section(sections, "meminfo", "/proc/meminfo with MemTotal and MemAvailable")
+    values = dict(re.findall(r"^(\w+):\s*(\d+) kB\s*$", text, re.MULTILINE))
+    if "MemTotal" not in values:
+        raise _problem("meminfo", text, "/proc/meminfo with a MemTotal line")
+    if "MemAvailable" not in values:
+        raise _problem("meminfo", text, "a MemAvailable line (Linux 3.14 or newer is needed)")
+    return int(values["MemTotal"]) // 1024, int(values["MemAvailable"]) // 1024
+
+
+def _memory_limit(sections: dict[str, str]) -> int | None:
+    """The cgroup memory limit in MiB, or None when there is none."""
+    text = sections.get("memory.max", "")
+    if text in ("", "max"):
+        return None
+    if not text.isdigit():
+        raise _problem("memory.max", text, "'max' or a number of bytes")
+    return int(text) // (1024 * 1024)
+
+
+def _architecture(sections: dict[str, str]) -> str:
+    text = _section(sections, "uname", "a machine name such as x86_64")
+    if len(text.split()) != 1:
+        raise _problem("uname", text, "a machine name such as x86_64")
+    return text
+
+
+def _os_release(sections: dict[str, str]) -> dict[str, str]:
+    """KEY=value pairs of os-release(5), unquoted the way sh would."""
+    text = _section(sections, "os-release", "the lines of /etc/os-release")
+    fields = {}
+    for line in text.splitlines():
+        key, equals, value = line.strip().partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue  # blank lines and comments
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError:
+            raise _problem("os-release", line, "KEY=value lines with balanced quotes") from None
+        fields[key] = " ".join(words)
+    if not fields:
+        raise _problem("os-release", text, "KEY=value lines such as ID=debian")
+    return fields
+
+
+def _version(sections: dict[str, str], name: str, pattern: str,
+             example: str) -> tuple[int, ...] | None:
+    """The version the section's pattern finds, or None when the section is empty."""
+    text = sections.get(name)
+    if not text:
+        return None
+    match = re.search(pattern, text)
+    if not match:
+        raise _problem(name, text, f"a line like {example!r}")
+    return tuple(int(part) for part in match[1].split("."))
