@@ -1,0 +1,346 @@
+"""deploy.toml: every setting declared once (key, default, one-line doc, check), loaded and checked.
+
+The declaration below feeds three things: loading (`load`), the error messages for bad settings,
+and the README's settings table (`python -m deploy.settings --readme` rewrites it).
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+SETTINGS_FILE = "deploy.toml"
+
+
+class SettingsError(Exception):
+    """deploy.toml is wrong; the message names each bad key, its value and what is allowed."""
+
+
+class Invalid(ValueError):
+    """A value failed its check; the text says what is allowed."""
+
+
+# ---- checks: each takes the TOML value, returns the value to use, or raises Invalid ----------
+
+@dataclass(frozen=True)
+class Check:
+    allowed: str  # what the docs and the error messages say is allowed
+    convert: Callable[[Any], Any]
+
+    def __call__(self, value):
+        try:
+            return self.convert(value)
+        except (Invalid, TypeError, ValueError):
+            raise Invalid(f"must be {self.allowed}") from None
+
+
+def _require(condition: bool) -> None:
+    if not condition:
+        raise Invalid
+
+
+def _integer(value, low: int, high: int | None) -> int:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low
+             and (high is None or value <= high))
+    return value
+
+
+def integer(low: int = 0, high: int | None = None) -> Check:
+    allowed = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
+    return Check(allowed, lambda v: _integer(v, low, high))
+
+
+def boolean() -> Check:
+    def convert(value):
+        _require(isinstance(value, bool))
+        return value
+    return Check("true or false", convert)
+
+
+def choice(*values: str) -> Check:
+    def convert(value):
+        _require(value in values)
+        return value
+    return Check("one of " + ", ".join(f'"{v}"' for v in values), convert)
+
+
+def matching(pattern: str, allowed: str) -> Check:
+    def convert(value):
+        _require(isinstance(value, str) and re.fullmatch(pattern, value) is not None)
+        return value
+    return Check(allowed, convert)
+
+
+def auto_or(check: Check, meaning: str) -> Check:
+    def convert(value):
+        return value if value == "auto" else check.convert(value)
+    return Check(f'"auto" ({meaning}) or {check.allowed}', convert)
+
+
+def list_of(item: Check, minimum: int = 0) -> Check:  # minimum: 0 or 1
+    def convert(value):
+        _require(isinstance(value, (list, tuple)) and len(value) >= minimum)
+        return tuple(item.convert(v) for v in value)
+    items = "one or more items" if minimum == 1 else "items"
+    return Check(f"a list of {items}, each {item.allowed}", convert)
+
+
+def env_table() -> Check:
+    def convert(value):
+        _require(isinstance(value, dict))
+        for name, text in value.items():
+            _require(ENV_NAME.fullmatch(name) is not None and isinstance(text, str))
+        return dict(value)
+    return Check('a table of NAME = "value" (names of capitals, digits and _; values strings)', convert)
+
+
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+NAME = matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a name of 2-32 lowercase letters, digits and -, "
+                                                 "starting with a letter")
+WSGI = matching(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?", 'a module:callable such as "app:create_app()"')
+ENV_VAR = matching(ENV_NAME.pattern, "an environment variable name (capitals, digits and _)")
+# server_name values: host names or IPv4 addresses; wildcards as nginx allows them (*.example.com).
+HOST = matching(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
+                'a host name such as "models.example.com" (or "*.example.com")')
+SIZE = matching(r"[1-9][0-9]*[km]?", 'an nginx size such as "2m", "512k" or "1048576"')
+TIME = matching(r"[1-9][0-9]*[smhd]?", 'an nginx time such as "30s", "10m" or "1h"')
+RATE = matching(r"(off|[1-9][0-9]*r/[sm])", '"off" or a rate such as "10r/s" or "300r/m"')
+PREFIX = matching(r"(/[A-Za-z0-9._~-]+)*", 'empty (the app at /) or a path such as "/words" (no trailing /)')
+PATH = matching(r"\S+", "a path")
+OPTIONAL_PATH = matching(r"\S*", 'a path, or "" for the default')
+NETWORK = matching(r"[0-9a-fA-F.:]+(/[0-9]{1,3})?|all", 'an address or network such as "127.0.0.1" or "10.0.0.0/8"')
+
+
+# ---- the declaration ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # "section.name"
+    default: Any
+    doc: str
+    check: Check
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+SETTINGS = [
+    Setting("app.name", "modelhost", "The app's name: program, unit, socket and directory names come from it.", NAME),
+    Setting("app.wsgi", "app:create_app()", "The WSGI entry point gunicorn serves.", WSGI),
+    Setting("app.env", {}, "Environment for the app (FLASK_* settings; see Configuration). Not for secrets.",
+            env_table()),
+    Setting("app.secrets", ("FLASK_SECRET_KEY",),
+            "Names of secret environment variables, kept out of every rendered file: gunicorn reads them "
+            "from the env file (mode 0600) at start.", list_of(ENV_VAR)),
+    Setting("app.process_manager", "supervisor",
+            "What keeps gunicorn running on a host: supervisor or a systemd unit. "
+            "The local target always runs its own supervisord.", choice("supervisor", "systemd")),
+    Setting("model.path", "var/models/demo",
+            "The model artifact (built by `python -m app.model build`), relative to deploy.toml.", PATH),
+    Setting("model.shared", True,
+            "The workers share one memory-mapped copy of the model (the reference app does); "
+            "false counts the model once per worker.", boolean()),
+    Setting("model.size_mb", "auto",
+            "Model memory for the worker rule; auto sums the artifact's files from its manifest.",
+            auto_or(integer(0), "read the manifest")),
+    Setting("gunicorn.workers", "auto", "Worker processes; an explicit number wins over the rule.",
+            auto_or(integer(1), "2 x cores + 1, capped by memory")),
+    Setting("gunicorn.worker_class", "gthread",
+            "gthread waits on idle connections without blocking a worker; sync needs nginx's buffering in front.",
+            choice("gthread", "sync")),
+    Setting("gunicorn.threads", 4, "Threads per gthread worker.", integer(1, 64)),
+    Setting("gunicorn.timeout", 60, "Seconds a request may take before its worker is killed and replaced.",
+            integer(1)),
+    Setting("gunicorn.graceful_timeout", 30, "Seconds a stopping worker gets to finish its requests.",
+            integer(1)),
+    Setting("gunicorn.max_requests", 2000, "Requests before a worker is replaced (0: never); bounds slow leaks.",
+            integer(0)),
+    Setting("gunicorn.max_requests_jitter", 200,
+            "Random extra requests per worker, so the workers are not all replaced at once.", integer(0)),
+    Setting("gunicorn.memory_reserve_mb", 300,
+            "Memory left for the OS, nginx, the process manager and gunicorn's master.", integer(0)),
+    Setting("gunicorn.worker_memory_mb", 80,
+            "Memory one worker costs beyond the shared model (measured: about 16 MB idle, more under load).",
+            integer(1)),
+    Setting("nginx.server_names", ("localhost", "127.0.0.1"),
+            "Host names this site answers; other names are dropped by the catch-all server.", list_of(HOST, 1)),
+    Setting("nginx.port", 80, "Port for HTTP on a host.", integer(1, 65535)),
+    Setting("nginx.client_max_body_size", "2m",
+            "Largest request body nginx passes on; keep it above the app's FLASK_MAX_CONTENT_LENGTH "
+            "(1 MiB by default) so the app's own JSON 413 reaches clients.", SIZE),
+    Setting("nginx.static_dir", "app/static", "Static files nginx serves itself, relative to the release "
+            '("" to let the app serve them).', OPTIONAL_PATH),
+    Setting("nginx.static_max_age", "7d", "How long browsers may cache static files.", TIME),
+    Setting("nginx.tls", False, "Serve HTTPS: HTTP redirects to it, except the ACME challenge.", boolean()),
+    Setting("nginx.tls_port", 443, "Port for HTTPS.", integer(1, 65535)),
+    Setting("nginx.tls_certificate", "",
+            'Certificate chain; "" means /etc/letsencrypt/live/<first server name>/fullchain.pem.', OPTIONAL_PATH),
+    Setting("nginx.tls_certificate_key", "",
+            'Its private key; "" means /etc/letsencrypt/live/<first server name>/privkey.pem.', OPTIONAL_PATH),
+    Setting("nginx.acme_webroot", "/var/www/letsencrypt",
+            "Where certbot --webroot writes HTTP-01 challenges.", PATH),
+    Setting("nginx.rate_limit", "10r/s", "Requests per client address to the API (limit_req).", RATE),
+    Setting("nginx.rate_limit_burst", 20, "Requests above the rate let through at once before 429s.",
+            integer(0)),
+    Setting("nginx.basic_auth", False, "Ask for a password (HTTP basic auth) for the whole app.", boolean()),
+    Setting("nginx.basic_auth_file", "",
+            'The htpasswd file; "" means <app name>.htpasswd in the nginx configuration directory.',
+            OPTIONAL_PATH),
+    Setting("nginx.cache", False, "Cache answers of the GET model endpoints in nginx (proxy_cache).", boolean()),
+    Setting("nginx.cache_valid", "10m", "How long a cached answer is served.", TIME),
+    Setting("nginx.cache_max_size", "100m", "Disk the cache may use.", SIZE),
+    Setting("nginx.prefix", "", "Serve the app under this URL path, so several apps share one host name.",
+            PREFIX),
+    Setting("nginx.metrics_allow", ("127.0.0.1", "::1"), "Addresses allowed to read /metrics.",
+            list_of(NETWORK)),
+    Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
+    Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
+]
+
+BY_KEY = {s.key: s for s in SETTINGS}
+SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def toml_value(value: Any) -> str:
+    """A value as it is written in TOML, for messages and docs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def did_you_mean(word: str, options, form: str = "{}") -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {form.format(close[0])}?" if close else ""
+
+
+def check_settings(data: dict, source: str = SETTINGS_FILE) -> SimpleNamespace:
+    """Check a parsed deploy.toml against the declaration; returns settings.section.name values."""
+    problems = []
+    for section, table in data.items():
+        if section not in SECTIONS:
+            problems.append(f"unknown section [{section}]{did_you_mean(section, SECTIONS, '[{}]')}")
+        elif not isinstance(table, dict):
+            problems.append(f"{section} = {toml_value(table)}: must be a section [{section}]")
+        else:
+            names = [s.name for s in SETTINGS if s.section == section]
+            problems += [f"[{section}] {name} = {toml_value(value)}: unknown setting{did_you_mean(name, names)}"
+                         f" (known: {', '.join(names)})" for name, value in table.items() if name not in names]
+    values = {}
+    for setting in SETTINGS:
+        table = data.get(setting.section)
+        given = table.get(setting.name, setting.default) if isinstance(table, dict) else setting.default
+        try:
+            values[setting.key] = setting.check(given)
+        except Invalid as exc:
+            problems.append(f"[{setting.section}] {setting.name} = {toml_value(given)}: {exc}")
+    if not problems:
+        problems = cross_checks(values)
+    if problems:
+        raise SettingsError(f"{source}: " + ("\n  ".join(["bad settings:"] + problems)
+                                             if len(problems) > 1 else problems[0]))
+    sections = {name: SimpleNamespace() for name in SECTIONS}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        setattr(sections[section], name, value)
+    return SimpleNamespace(**sections)
+
+
+def size_bytes(size: str) -> int:
+    """An nginx size ("2m", "512k", "100") in bytes."""
+    return int(size.rstrip("km")) * {"k": 1024, "m": 1024 * 1024}.get(size[-1], 1)
+
+
+def cross_checks(values: dict) -> list[str]:
+    """Settings that are fine alone but wrong together."""
+    problems = []
+    clashing = sorted(set(values["app.secrets"]) & set(values["app.env"]))
+    if clashing:
+        problems.append(f"[app] env sets {', '.join(clashing)}, which [app] secrets lists as secret: "
+                        "keep secrets out of deploy.toml (remove them from env)")
+    if values["gunicorn.max_requests_jitter"] > values["gunicorn.max_requests"] > 0:
+        problems.append(f"[gunicorn] max_requests_jitter = {values['gunicorn.max_requests_jitter']}: must not "
+                        f"exceed max_requests ({values['gunicorn.max_requests']})")
+    app_limit = values["app.env"].get("FLASK_MAX_CONTENT_LENGTH", str(1024 * 1024))
+    body = values["nginx.client_max_body_size"]
+    if app_limit.isdigit() and size_bytes(body) < int(app_limit):
+        problems.append(f"[nginx] client_max_body_size = {toml_value(body)}: must be at least the app's "
+                        f"FLASK_MAX_CONTENT_LENGTH ({app_limit} bytes), or nginx answers 413 with HTML "
+                        "before the app can answer with JSON")
+    if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
+        problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
+    return problems
+
+
+def load(path: str | Path = SETTINGS_FILE) -> SimpleNamespace:
+    """Read and check deploy.toml; a missing file means every default."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such file (copy deploy.toml from the modelhost checkout, "
+                            "or run without --settings for the defaults)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from None
+    settings = check_settings(data, str(path))
+    settings.source = path
+    return settings
+
+
+def defaults() -> SimpleNamespace:
+    """Every setting at its default (what an empty deploy.toml gives)."""
+    settings = check_settings({})
+    settings.source = None
+    return settings
+
+
+# ---- docs --------------------------------------------------------------------------------------
+
+TABLE_START = "<!-- settings table: made by `python -m deploy.settings --readme` -->"
+TABLE_END = "<!-- end of settings table -->"
+
+
+def markdown_table() -> str:
+    """The README's settings table, from the declaration."""
+    rows = ["| setting | default | meaning; allowed values |", "|---|---|---|"]
+    for setting in SETTINGS:
+        doc = f"{setting.doc} Allowed: {setting.check.allowed}.".replace("|", "\\|")
+        rows.append(f"| `[{setting.section}] {setting.name}` | `{toml_value(setting.default)}` | {doc} |")
+    return "\n".join([TABLE_START, *rows, TABLE_END])
+
+
+def replace_table(readme: str) -> str:
+    """The README text with its settings table made anew."""
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    return readme[:start] + markdown_table() + readme[end:]
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--readme"]:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        readme.write_text(replace_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"rewrote the settings table in {readme}")
+        return 0
+    print(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
