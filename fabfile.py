@@ -1,17 +1,28 @@
 """Fabric tasks. `fab --list` shows them; `fab --help TASK` shows a task's options.
 
-Today they run the demo on this machine; deploy tasks (`fab deploy`, `fab rollback`, ...) come
-with the deploy library (deploy/).
+Only this file prints to the user; the deploy library (deploy/) raises errors that say what is
+wrong, and they are shown here as one message and a non-zero exit.
 """
 from __future__ import annotations
 
 import os
 import secrets
 import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from fabric import task
+from invoke.exceptions import Exit
+
+from deploy import settings as deploy_settings
+from deploy.facts import FACTS_COMMAND, FactsError, parse_facts
+from deploy.layout import local_layout, system_layout
+from deploy.render import RenderError, plan_app, render as render_files
+from deploy.target import CommandFailed, Target
+from deploy.validate import ValidationError, check_rendered
+from deploy.workers import ModelSizeError
 
 ROOT = Path(__file__).resolve().parent
 VAR = ROOT / "var"
@@ -55,3 +66,63 @@ def serve(c, port=8080, workers=2):
     os.chdir(ROOT)  # gunicorn reads ./gunicorn.conf.py
     os.execve(str(Path(sys.executable).parent / "gunicorn"), ["gunicorn", "app:create_app()"],
               {**os.environ, **env})
+
+
+RENDER_README_TITLE = "# Configs for "
+
+
+def host_facts(c, facts_file: str | None):
+    """This machine's facts (or a captured FACTS_COMMAND output, to render for another host)."""
+    output = Path(facts_file).read_text() if facts_file else Target(c).run(["sh", "-c", FACTS_COMMAND]).stdout
+    return parse_facts(output)
+
+
+def prepare_output(out: Path) -> None:
+    """Refuse to write over anything but an earlier render; an earlier render is replaced whole."""
+    if out.exists() and any(out.iterdir()):
+        readme = out / "README.md"
+        if not (readme.is_file() and readme.read_text().startswith(RENDER_README_TITLE)):
+            raise Exit(f"error: {out} is not empty and is not an earlier `fab render` output; "
+                       "choose an empty or new directory", code=2)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@task(iterable=["settings"], help={
+    "out": "directory to write the configs into (new, empty, or an earlier render, which is replaced)",
+    "settings": "deploy.toml of an app (default ./deploy.toml); repeat to render several apps for one host",
+    "target": "local (this machine, no root; the default) or system (a Debian/Ubuntu/Pi OS host's paths)",
+    "facts": "a file with the output of deploy.facts.FACTS_COMMAND from the host to render for",
+    "check": "validate with nginx -t, supervisor's parser, gunicorn --check-config, systemd-analyze first",
+    "live": "the color nginx sends traffic to: blue (default) or green"})
+def render(c, out, settings=None, target="local", facts=None, check=False, live="blue"):
+    """Render every config of the target (nginx, supervisor or systemd, gunicorn) into OUT, with a README."""
+    if target not in ("local", "system"):
+        raise Exit(f"error: --target {target}: must be local or system", code=2)
+    try:
+        host = host_facts(c, facts)
+        apps = []
+        for path in settings or [ROOT / deploy_settings.SETTINGS_FILE]:
+            loaded = deploy_settings.load(path)
+            layout = local_layout(loaded) if target == "local" else system_layout(loaded)
+            base_dir = Path(path).resolve().parent
+            if loaded.model.size_mb == "auto" and (base_dir / loaded.model.path).resolve() == DEMO_MODEL:
+                build_model(c)  # the worker rule needs the demo model's size
+            apps.append(plan_app(loaded, layout, host, base_dir))
+        files = render_files(apps, host, live)
+        print(f"host: {host.describe()}")
+        for app in apps:
+            print(f"{app.layout.app} workers: {app.plan.explanation}")
+        if check:
+            with tempfile.TemporaryDirectory(prefix="modelhost-check-") as scratch:
+                for line in check_rendered(Target(c), apps, host, Path(scratch), live):
+                    print(f"checked: {line}")
+    except (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError,
+            CommandFailed, OSError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    out = Path(out)
+    prepare_output(out)
+    for file in files:
+        (out / file.path).parent.mkdir(parents=True, exist_ok=True)
+        (out / file.path).write_text(file.content)
+    print(f"wrote {len(files)} files to {out}; {out / 'README.md'} says where each one goes")

@@ -45,7 +45,7 @@ def plan_workers(*, cores: int, memory_total_mb: int, memory_available_mb: int, 
     host = f"{gigabytes(memory_total_mb)} host, {model_mb} MB model {'shared' if shared else 'in every worker'}"
     rule = f"2n+1 = {by_cores} ({cores} {'core' if cores == 1 else 'cores'}); memory allows {by_memory} {cost}"
     if explicit is not None:
-        warning = (f"; more than memory allows: expect swapping or the OOM killer" if explicit > by_memory else "")
+        warning = "; more than memory allows: expect swapping or the OOM killer" if explicit > by_memory else ""
         return WorkerPlan(explicit, f"{plural(explicit)} set in deploy.toml ([gunicorn] workers){warning}. "
                                     f"The rule would say: {rule}")
     workers = max(min(by_cores, by_memory), 1)

@@ -1,0 +1,94 @@
+"""Where things live on a target: the only difference between the local target and a host.
+
+A host (system layout) keeps the app in /srv/<app>, configs in /etc, sockets in /run and logs in
+/var/log, runs gunicorn as the app's own user, and lets nginx (group www-data) reach the sockets.
+The local target keeps everything under one directory of the user who deploys, with high ports
+and no root. The templates are the same for both; only these paths and names change.
+
+Per app, two gunicorn programs (blue and green) run the releases that <root>/blue and
+<root>/green point at; nginx sends traffic to one of them, the live color.
+"""
+from __future__ import annotations
+
+import getpass
+import grp
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+COLORS = ("blue", "green")
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # "local" or "system"
+    app: str
+    root: Path  # the app's home: releases, the blue/green pointers, models
+    config_dir: Path  # the rendered gunicorn.conf.py and the secrets env file
+    run_dir: Path  # gunicorn's unix sockets, one per color
+    log_dir: Path
+    cache_dir: Path  # nginx's proxy_cache for this app
+    nginx_dir: Path  # nginx's configuration directory (htpasswd files live here)
+    nginx_sites: Path  # where site files go (sites-available on Debian)
+    supervisor_dir: Path  # where program files go (conf.d)
+    systemd_dir: Path
+    home: Path  # HOME of the app's processes
+    user: str  # runs gunicorn
+    nginx_group: str  # nginx's workers' group: must reach the sockets
+    http_listen: str  # nginx's plain HTTP listen address
+    tls_listen: str
+    process_manager: str  # supervisor or systemd
+    host_root: Path | None = None  # local target only: nginx's and supervisord's own files
+
+    @property
+    def env_file(self) -> Path:
+        return self.config_dir / "secrets.env"
+
+    @property
+    def gunicorn_conf(self) -> Path:
+        return self.config_dir / "gunicorn.conf.py"
+
+    def release(self, color: str) -> Path:
+        """The release a color runs (a symlink the deploy points at a release directory)."""
+        return self.root / color
+
+    def socket(self, color: str) -> Path:
+        return self.run_dir / f"{color}.sock"
+
+    def relocated(self, under: Path, user: str) -> Layout:
+        """The same layout with its paths moved under a scratch directory, run as user (for checks).
+
+        The sockets stay where they are: the checks create nothing there, and a socket's path is
+        limited to 107 bytes, which the scratch directory's prefix could exceed.
+        """
+        moved = {name: under / str(value).lstrip("/") for name, value in vars(self).items()
+                 if isinstance(value, Path) and name != "run_dir"}
+        return replace(self, user=user, **moved)
+
+
+def system_layout(settings) -> Layout:
+    """A host's layout: Debian's places, the app's own system user."""
+    app = settings.app.name
+    return Layout(
+        kind="system", app=app, root=Path("/srv") / app, config_dir=Path("/etc") / app,
+        run_dir=Path("/run") / app, log_dir=Path("/var/log") / app, cache_dir=Path("/var/cache/nginx") / app,
+        nginx_dir=Path("/etc/nginx"), nginx_sites=Path("/etc/nginx/sites-available"),
+        supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
+        home=Path("/srv") / app, user=app, nginx_group="www-data", http_listen=str(settings.nginx.port),
+        tls_listen=str(settings.nginx.tls_port), process_manager=settings.app.process_manager)
+
+
+def local_layout(settings, user: str | None = None, group: str | None = None, home: Path | None = None) -> Layout:
+    """This machine's layout for the user who deploys (user, group and home: that user's by default)."""
+    home = home or Path.home()
+    host_root = Path(settings.local.root.replace("~", str(home), 1) if settings.local.root.startswith("~")
+                     else settings.local.root)
+    root = host_root / settings.app.name
+    return Layout(
+        kind="local", app=settings.app.name, root=root, config_dir=root / "etc", run_dir=root / "run",
+        log_dir=root / "log", cache_dir=root / "cache", nginx_dir=host_root / "nginx",
+        nginx_sites=host_root / "nginx" / "sites", supervisor_dir=host_root / "supervisor" / "conf.d",
+        systemd_dir=host_root / "systemd", home=home, user=user or getpass.getuser(),
+        nginx_group=group or grp.getgrgid(os.getgid()).gr_name,
+        http_listen=f"127.0.0.1:{settings.local.port}", tls_listen="", process_manager="supervisor",
+        host_root=host_root)

@@ -1,0 +1,281 @@
+"""Render every config of a target from settings, layout and host facts: pure, reproducible text.
+
+The templates live at the top of the checkout (nginx/, supervisor/, systemd/, gunicorn/), where an
+ops engineer can read and copy them. Rendering never runs a command and never reads the clock, so
+the same inputs give the same bytes and a diff between two versions shows what changed.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from deploy.facts import HostFacts
+from deploy.layout import COLORS, Layout
+from deploy.workers import WorkerPlan, model_size_mb, plan_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+# nginx >= 1.25.1 wants `http2 on;`; older versions only know `listen ... http2` (newer ones
+# still accept it, with a deprecation warning, so it is also the form for an unknown version).
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+
+
+class RenderError(Exception):
+    """The apps cannot be served together as configured; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # in the output directory
+    destination: Path | None  # on the target (None: the README, which stays in the output directory)
+    content: str
+    about: str  # one line for the README
+
+
+@dataclass(frozen=True)
+class App:
+    """One app to render for a target: its settings, where it lives there, how many workers."""
+    settings: object
+    layout: Layout
+    plan: WorkerPlan
+
+
+# A unix socket's path must fit in sockaddr_un.sun_path: 108 bytes with the final NUL.
+SOCKET_PATH_MAX = 107
+
+
+def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT) -> App:
+    """The app's worker plan on this host; the model's size comes from its manifest unless set."""
+    longest = max((layout.socket(color) for color in COLORS), key=lambda p: len(str(p).encode()))
+    if len(str(longest).encode()) > SOCKET_PATH_MAX:
+        fix = "set [local] root to a shorter path" if layout.kind == "local" else "use a shorter [app] name"
+        raise RenderError(f"the socket path {longest} is {len(str(longest).encode())} bytes; unix sockets "
+                          f"allow {SOCKET_PATH_MAX}: {fix}")
+    model_mb = settings.model.size_mb
+    if model_mb == "auto":
+        model_mb = model_size_mb(base_dir / settings.model.path)
+    workers = settings.gunicorn.workers
+    plan = plan_workers(
+        cores=facts.cores, memory_total_mb=facts.memory_total_mb, memory_available_mb=facts.memory_available_mb,
+        model_mb=model_mb, shared=settings.model.shared, reserve_mb=settings.gunicorn.memory_reserve_mb,
+        worker_mb=settings.gunicorn.worker_memory_mb, explicit=None if workers == "auto" else workers)
+    return App(settings, layout, plan)
+
+
+# ---- filters: values written safely into each tool's syntax -----------------------------------
+
+def python_literal(value) -> str:
+    """A string, or a list or dict of strings, as Python source (JSON's syntax is Python's for these)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def supervisor_environment(env: dict) -> str:
+    """KEY="value",... for supervisor's environment=; % is doubled (supervisor expands %(name)s).
+
+    supervisor splits it with shlex in non-POSIX mode: no escapes, so a value is put in the quotes
+    it does not contain, and one with both kinds (or ending in one) cannot be written.
+    """
+    def quote(name: str, value: str) -> str:
+        quote = '"' if '"' not in value else "'"
+        if quote in value or (value and (value[0] in "'\"" or value[-1] in "'\"")):
+            raise RenderError(f"{name}={value!r}: supervisor's environment= cannot hold this value")
+        return quote + value.replace("%", "%%") + quote
+    return ",".join(f"{name}={quote(name, value)}" for name, value in env.items())
+
+
+def systemd_escape(value: str) -> str:
+    """A value for a unit file: % starts a specifier, so it is doubled."""
+    return value.replace("%", "%%")
+
+
+# Stands for the unit's instance name (the color) in values until they are escaped.
+INSTANCE = "\0instance\0"
+
+
+def systemd_environment(env: dict) -> list[str]:
+    """Environment= lines, each one assignment in double quotes; INSTANCE becomes %i."""
+    def quote(value: str) -> str:
+        return systemd_escape(value).replace("\\", "\\\\").replace('"', '\\"').replace(INSTANCE, "%i")
+    return [f'Environment="{name}={quote(value)}"' for name, value in env.items()]
+
+
+ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(ROOT), undefined=jinja2.StrictUndefined, autoescape=False,
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+ENVIRONMENT.filters.update(pyliteral=python_literal, supervisor_environment=supervisor_environment,
+                           systemd_escape=systemd_escape, systemd_environment=systemd_environment)
+
+
+def template(name: str, **values) -> str:
+    return ENVIRONMENT.get_template(name).render(**values)
+
+
+# ---- what each template gets ------------------------------------------------------------------
+
+def process_environment(app: App, color: str) -> dict:
+    """The environment the process manager gives gunicorn (the app's own is in gunicorn.conf.py)."""
+    release = f"{app.layout.root}/{color}"
+    return {
+        "HOME": str(app.layout.home),
+        "PATH": f"{release}/venv/bin:/usr/local/bin:/usr/bin:/bin",
+        "FLASK_MODEL_PATH": f"{release}/model",
+        # glibc makes a malloc arena per thread; with gthread workers that is memory per thread
+        # that is never given back. Read by malloc at process start, so it must be set here.
+        "MALLOC_ARENA_MAX": "2",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def gunicorn_values(app: App) -> dict:
+    s = app.settings
+    return dict(
+        app=app.layout.app, wsgi=s.app.wsgi, explanation=app.plan.explanation, workers=app.plan.workers,
+        worker_class=s.gunicorn.worker_class, threads=s.gunicorn.threads, timeout=s.gunicorn.timeout,
+        graceful_timeout=s.gunicorn.graceful_timeout, max_requests=s.gunicorn.max_requests,
+        max_requests_jitter=s.gunicorn.max_requests_jitter, nginx_group=app.layout.nginx_group,
+        environment=dict(sorted(s.app.env.items())), secrets_file=str(app.layout.env_file),
+        secrets=list(s.app.secrets))
+
+
+def render_gunicorn_conf(app: App) -> str:
+    return template("gunicorn/gunicorn.conf.py.j2", **gunicorn_values(app))
+
+
+def manager_values(app: App, live: str) -> dict:
+    graceful = app.settings.gunicorn.graceful_timeout
+    return dict(layout=app.layout, wsgi=app.settings.app.wsgi, colors=COLORS, live=live, instance=INSTANCE,
+                graceful_timeout=graceful, stop_timeout=graceful + 15,
+                environment=lambda color: process_environment(app, color))
+
+
+def site_app(app: App, live: str) -> dict:
+    """What the site template needs to know about one app."""
+    s, layout = app.settings, app.layout
+    return dict(
+        name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live,
+        socket=layout.socket(live), rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
+        cache=s.nginx.cache, cache_dir=layout.cache_dir, cache_valid=s.nginx.cache_valid,
+        cache_max_size=s.nginx.cache_max_size, client_max_body_size=s.nginx.client_max_body_size,
+        timeout=s.gunicorn.timeout, proxy_timeout=s.gunicorn.timeout + 5,
+        basic_auth=s.nginx.basic_auth,
+        htpasswd=s.nginx.basic_auth_file or layout.nginx_dir / f"{layout.app}.htpasswd",
+        static_dir=(layout.release(live) / s.nginx.static_dir) if s.nginx.static_dir else "",
+        static_max_age=s.nginx.static_max_age, metrics_allow=s.nginx.metrics_allow)
+
+
+def site_key(app: App) -> dict:
+    """The server-level settings: apps that share host names must agree on all of them."""
+    s, layout = app.settings, app.layout
+    tls = s.nginx.tls and layout.kind == "system"
+    certificate, key = certificate_paths(s)
+    return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
+                tls_listen=layout.tls_listen if tls else "", certificate=certificate, certificate_key=key,
+                acme_webroot=s.nginx.acme_webroot)
+
+
+def certificate_paths(settings) -> tuple[str, str]:
+    """The TLS certificate chain and key: as set, or where certbot puts them for the first name."""
+    live = f"/etc/letsencrypt/live/{settings.nginx.server_names[0]}"
+    return (settings.nginx.tls_certificate or f"{live}/fullchain.pem",
+            settings.nginx.tls_certificate_key or f"{live}/privkey.pem")
+
+
+def group_sites(apps: list[App]) -> list[dict]:
+    """Apps grouped by the host names they answer; refuses apps that would collide in nginx."""
+    names = [app.layout.app for app in apps]
+    if len(set(names)) < len(names):
+        raise RenderError(f"two apps are named {sorted({n for n in names if names.count(n) > 1})[0]}: "
+                          "set a different [app] name in one deploy.toml")
+    sites: list[dict] = []
+    for app in apps:
+        key = site_key(app)
+        site = next((s for s in sites if set(s["key"]["server_names"]) & set(key["server_names"])), None)
+        if site is None:
+            sites.append({"key": key, "apps": [app]})
+            continue
+        other = site["apps"][0].layout.app
+        differ = [k for k in key if key[k] != site["key"][k]]
+        if differ:
+            raise RenderError(
+                f"apps {other} and {app.layout.app} share the host name(s) "
+                f"{', '.join(sorted(set(key['server_names']) & set(site['key']['server_names'])))} but differ in "
+                f"{', '.join(differ)}: apps on one host name must agree on [nginx] server_names, port, tls and "
+                "the certificate (give each app its own host name, or make these the same)")
+        prefixes = {a.settings.nginx.prefix: a.layout.app for a in site["apps"]}
+        if app.settings.nginx.prefix in prefixes:
+            raise RenderError(
+                f"apps {prefixes[app.settings.nginx.prefix]} and {app.layout.app} are both served at "
+                f"{app.settings.nginx.prefix or '/'} on {key['server_names'][0]}: give each a different "
+                "[nginx] prefix")
+        site["apps"].append(app)
+    return sites
+
+
+def site_file_name(server_names) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", server_names[0].replace("*.", "wildcard.")) + ".conf"
+
+
+# ---- the whole target ---------------------------------------------------------------------------
+
+def destination_path(layout: Layout, destination: Path) -> str:
+    """Where a file goes in the output directory: its place on the target, below the target's base."""
+    base = layout.host_root if layout.kind == "local" else Path("/")
+    return str(destination.relative_to(base))
+
+
+def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[RenderedFile]:
+    """Every file of the target, in a stable order; apps share the host's nginx and process manager."""
+    if not apps:
+        raise RenderError("nothing to render: no apps")
+    if live not in COLORS:
+        raise RenderError(f"live color {live!r}: must be one of {', '.join(COLORS)}")
+    layout = apps[0].layout
+    files: list[tuple[Path, str, str]] = []
+    http2_directive = facts.nginx_version is not None and facts.nginx_version >= HTTP2_DIRECTIVE_SINCE
+    sites = group_sites(apps)
+    for site in sites:
+        site["file"] = site_file_name(site["key"]["server_names"])
+        values = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
+                  "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
+        files.append((layout.nginx_sites / site["file"],
+                      template("nginx/site.conf.j2", site=values),
+                      f"nginx site for {', '.join(a['name'] for a in values['apps'])}"))
+    tls = any(site["key"]["tls"] for site in sites)
+    host_wide = layout.nginx_dir / ("modelhost.conf" if layout.kind == "local" else "conf.d/modelhost.conf")
+    files.append((host_wide, template(
+        "nginx/modelhost.conf.j2", http_listens=sorted({s["key"]["http_listen"] for s in sites}),
+        tls_listens=sorted({s["key"]["tls_listen"] for s in sites} - {""})),
+        "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors"))
+    if tls:
+        files.append((layout.nginx_dir / "ffdhe2048.pem", (ROOT / "nginx" / "ffdhe2048.pem").read_text(),
+                      "nginx: the RFC 7919 Diffie-Hellman group for the DHE ciphers (ssl_dhparam)"))
+    if layout.kind == "local":
+        files.append((layout.nginx_dir / "nginx.conf", template("nginx/nginx.conf.j2", layout=layout),
+                      "nginx's main configuration for the local target (run as you)"))
+        files.append((layout.host_root / "supervisor" / "supervisord.conf",
+                      template("supervisor/supervisord.conf.j2", layout=layout),
+                      "supervisord's configuration for the local target (run as you)"))
+    for app in apps:
+        files.append((app.layout.gunicorn_conf, render_gunicorn_conf(app),
+                      f"gunicorn settings for {app.layout.app} ({app.plan.workers} workers)"))
+        if app.layout.process_manager == "systemd":
+            files.append((app.layout.systemd_dir / f"{app.layout.app}@.service",
+                          template("systemd/app@.service.j2", **manager_values(app, live)),
+                          f"systemd unit for {app.layout.app}: {app.layout.app}@blue and @green"))
+        else:
+            files.append((app.layout.supervisor_dir / f"{app.layout.app}.conf",
+                          template("supervisor/program.conf.j2", **manager_values(app, live)),
+                          f"supervisor programs {app.layout.app}-blue and {app.layout.app}-green"))
+        if app.layout.kind == "system" and facts.systemd:
+            files.append((Path("/etc/tmpfiles.d") / f"{app.layout.app}.conf",
+                          template("systemd/tmpfiles.conf.j2", layout=app.layout),
+                          f"the socket directory {app.layout.run_dir}, made again at every boot"))
+    rendered = [RenderedFile(destination_path(layout, dest), dest, content, about)
+                for dest, content, about in files]
+    readme = template("deploy/templates/README.md.j2", files=rendered, apps=apps, facts=facts, layout=layout,
+                      live=live, sites=sites)
+    return [RenderedFile("README.md", None, readme, "where each file goes"), *rendered]

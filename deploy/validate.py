@@ -1,0 +1,165 @@
+"""Check rendered configs with the real tools, before any of them reaches a running server.
+
+`check_rendered` renders the target again with every path moved into a scratch directory, writes
+the files there, and runs: `nginx -t`, supervisor's own config parser, `gunicorn --check-config`
+(which loads the app), and `systemd-analyze verify` where it is installed. The scratch copy has
+what the tools look for: the directories, this checkout's venv as the release, dummy secrets and
+a throwaway self-signed certificate. On a host, the deploy checks the real files in place.
+"""
+from __future__ import annotations
+
+import copy
+import getpass
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from deploy.facts import HostFacts
+from deploy.layout import COLORS
+from deploy.render import ROOT, App, certificate_paths, render
+from deploy.target import CommandFailed, Target
+
+# supervisor's parser, as supervisord itself runs it at start: exits 2 with the reason.
+SUPERVISOR_PARSE = "import sys; from supervisor.options import ServerOptions; ServerOptions().realize(['-c', sys.argv[1]])"
+
+
+class ValidationError(Exception):
+    """A rendered file failed its tool's check; the message has the tool's own words."""
+
+
+def nginx_test(nginx: str, conf: Path, prefix: Path) -> list[str]:
+    return [nginx, "-t", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
+
+
+def supervisor_parse(python: str, conf: Path) -> list[str]:
+    return [python, "-c", SUPERVISOR_PARSE, str(conf)]
+
+
+def gunicorn_check(gunicorn: Path, conf: Path, wsgi: str) -> list[str]:
+    return [str(gunicorn), "--check-config", "--config", str(conf), wsgi]
+
+
+def systemd_verify(unit: Path) -> list[str]:
+    return ["systemd-analyze", "verify", "--man=no", str(unit)]
+
+
+def self_signed(cert: str, key: str, name: str) -> list[str]:
+    return ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+            "-keyout", key, "-out", cert]
+
+
+def tail(output: str, lines: int = 15) -> str:
+    """The end of a tool's output, where the reason is (a traceback's last lines)."""
+    return "\n".join(output.strip().splitlines()[-lines:])
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def scratch_apps(apps: list[App], scratch: Path) -> list[App]:
+    """The apps with every path under scratch, run as this user, the certificate moved too."""
+    moved = []
+    for app in apps:
+        settings = copy.deepcopy(app.settings)
+        cert, key = certificate_paths(settings)
+        settings.nginx.tls_certificate = str(scratch / cert.lstrip("/"))
+        settings.nginx.tls_certificate_key = str(scratch / key.lstrip("/"))
+        moved.append(replace(app, settings=settings, layout=app.layout.relocated(scratch, getpass.getuser())))
+    return moved
+
+
+def scaffold(target: Target, apps: list[App], scratch: Path) -> None:
+    """What the tools expect to find: directories, a release with a venv, secrets, certificates."""
+    for app in apps:
+        layout = app.layout
+        for directory in (layout.log_dir, layout.cache_dir.parent, layout.config_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for color in COLORS:
+            release = layout.release(color)
+            release.mkdir(parents=True, exist_ok=True)
+            if not (release / "venv").exists():
+                (release / "venv").symlink_to(sys.prefix)  # the venv running this check
+        write(layout.env_file, "".join(f"{name}=check-only\n" for name in app.settings.app.secrets))
+        if app.settings.nginx.tls and layout.kind == "system":
+            cert, key = certificate_paths(app.settings)
+            if not Path(cert).exists():
+                Path(cert).parent.mkdir(parents=True, exist_ok=True)
+                Path(key).parent.mkdir(parents=True, exist_ok=True)
+                target.run(self_signed(cert, key, app.settings.nginx.server_names[0]))
+    if apps[0].layout.host_root:
+        for name in ("run", "log", "nginx/tmp"):
+            (apps[0].layout.host_root / name).mkdir(parents=True, exist_ok=True)
+
+
+def find_nginx() -> str:
+    # /usr/sbin is not on every user's PATH.
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise ValidationError("nginx is not installed here, so the site cannot be checked: "
+                              "apt-get install nginx (or render without --check)")
+    return found
+
+
+def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Path,
+                   live: str = "blue") -> list[str]:
+    """Validate the configs with the real tools of this machine (local) in scratch; returns what passed."""
+    apps = scratch_apps(apps, scratch)
+    files = render(apps, facts, live)
+    for file in files[1:]:  # the first is the README
+        write(file.destination, file.content)
+    scaffold(local, apps, scratch)
+    layout = apps[0].layout
+    passed = []
+
+    def run(argv: list[str], what: str, **options) -> None:
+        try:
+            result = local.run(argv, **options)
+        except CommandFailed as exc:
+            raise ValidationError(f"{what}: {tail(exc.output) or exc}") from None
+        # nginx passes a config with warnings (a server name that two sites claim, a deprecated
+        # directive), but each one is a site not working as written.
+        warnings = [line for line in (result.stdout + result.stderr).splitlines() if "[warn]" in line]
+        if warnings:
+            raise ValidationError(f"{what}: " + "\n".join(warnings))
+        passed.append(what)
+
+    if layout.kind == "local":
+        nginx_conf = layout.nginx_dir / "nginx.conf"
+    else:  # the part of Debian's nginx.conf that includes what modelhost renders
+        nginx_conf = scratch / "nginx-check.conf"
+        write(nginx_conf, "\n".join([
+            f"pid {scratch}/nginx.pid;", "events {}", "http {", "    include /etc/nginx/mime.types;",
+            *(f"    {kind}_temp_path {scratch}/nginx-{kind};" for kind in
+              ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+            f"    include {layout.nginx_dir}/conf.d/*.conf;", f"    include {layout.nginx_sites}/*.conf;", "}", ""]))
+    run(nginx_test(find_nginx(), nginx_conf, scratch), f"nginx -t: {nginx_conf.name} and the sites")
+
+    supervised = [app for app in apps if app.layout.process_manager == "supervisor"]
+    if supervised:
+        if layout.kind == "local":
+            supervisord_conf = layout.host_root / "supervisor" / "supervisord.conf"
+        else:  # what Debian's /etc/supervisor/supervisord.conf has around its conf.d
+            supervisord_conf = scratch / "supervisord-check.conf"
+            write(supervisord_conf, f"[supervisord]\nlogfile={scratch}/supervisord.log\npidfile={scratch}/s.pid\n"
+                                    f"[include]\nfiles = {layout.supervisor_dir}/*.conf\n")
+        run(supervisor_parse(sys.executable, supervisord_conf),
+            "supervisor's parser: " + ", ".join(f"{a.layout.app}.conf" for a in supervised))
+
+    for app in apps:
+        gunicorn = app.layout.release(live) / "venv" / "bin" / "gunicorn"
+        run(gunicorn_check(gunicorn, app.layout.gunicorn_conf, app.settings.app.wsgi),
+            f"gunicorn --check-config: {app.layout.app} (loads the app)", cwd=str(ROOT),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch)})
+        if app.layout.process_manager == "systemd":
+            if not shutil.which("systemd-analyze"):
+                passed.append(f"systemd-analyze verify: skipped for {app.layout.app} (not installed here)")
+                continue
+            for color in COLORS:
+                unit = scratch / f"{app.layout.app}@{color}.service"
+                shutil.copyfile(app.layout.systemd_dir / f"{app.layout.app}@.service", unit)
+                run(systemd_verify(unit), f"systemd-analyze verify: {unit.name}")
+    return passed
