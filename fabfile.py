@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 from deploy import settings as deploy_settings
 from deploy.facts import FACTS_COMMAND, FactsError, parse_facts
 from deploy.layout import local_layout, system_layout
-from deploy.render import RenderError, plan_app, render as render_files
+from deploy.render import RenderError, plan_app, render as render_files, standalone_gunicorn_conf
 from deploy.target import CommandFailed, Target
 from deploy.validate import ValidationError, check_rendered
 from deploy.workers import ModelSizeError
@@ -55,17 +55,16 @@ def build_model(c, out=str(DEMO_MODEL), force=False):
 def serve(c, port=8080, workers=2):
     """Serve the demo model with gunicorn on http://127.0.0.1:PORT, in the foreground (Ctrl-C stops)."""
     build_model(c)
-    env = {
-        "FLASK_MODEL_PATH": str(DEMO_MODEL),
-        "FLASK_SECRET_KEY": secret_key(),
-        "MODELHOST_BIND": f"127.0.0.1:{port}",
-        "MODELHOST_WORKERS": str(workers),
-    }
+    settings = deploy_settings.load(ROOT / deploy_settings.SETTINGS_FILE)
+    conf = VAR / "gunicorn.conf.py"  # from gunicorn/gunicorn.conf.py.j2, like every deploy's
+    conf.write_text(standalone_gunicorn_conf(settings, int(workers)))
+    env = {"FLASK_MODEL_PATH": str(DEMO_MODEL), "FLASK_SECRET_KEY": secret_key()}
     print(f"serving on http://127.0.0.1:{port}/  (API docs: http://127.0.0.1:{port}/docs)\n"
           f"try: curl 'http://127.0.0.1:{port}/api/v1/similar?word=fire&topn=5'")
-    os.chdir(ROOT)  # gunicorn reads ./gunicorn.conf.py
-    os.execve(str(Path(sys.executable).parent / "gunicorn"), ["gunicorn", "app:create_app()"],
-              {**os.environ, **env})
+    os.chdir(ROOT)
+    os.execve(str(Path(sys.executable).parent / "gunicorn"),
+              ["gunicorn", "--config", str(conf), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+               settings.app.wsgi], {**os.environ, **env})
 
 
 RENDER_README_TITLE = "# Configs for "

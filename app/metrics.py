@@ -1,7 +1,7 @@
 """Prometheus metrics, correct across gunicorn workers.
 
 Each worker is its own process with its own counters. When PROMETHEUS_MULTIPROC_DIR is set
-(gunicorn.conf.py sets it before the app is imported), prometheus_client keeps every process's
+(the gunicorn config, gunicorn/gunicorn.conf.py.j2, sets it before the app is imported), prometheus_client keeps every process's
 values in files there and /metrics adds them up; without it (one process), the default registry.
 """
 from __future__ import annotations

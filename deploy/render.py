@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from deploy.facts import HostFacts
-from deploy.layout import COLORS, Layout
+from deploy.layout import COLORS, Layout, local_layout
 from deploy.workers import WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +143,12 @@ def gunicorn_values(app: App) -> dict:
 
 def render_gunicorn_conf(app: App) -> str:
     return template("gunicorn/gunicorn.conf.py.j2", **gunicorn_values(app))
+
+
+def standalone_gunicorn_conf(settings, workers: int) -> str:
+    """The gunicorn config for running by hand (`fab serve`, tests): bind and workers on the command line."""
+    plan = WorkerPlan(workers, f"{workers}, given on the command line (--workers)")
+    return render_gunicorn_conf(App(settings, local_layout(settings), plan))
 
 
 def manager_values(app: App, live: str) -> dict:

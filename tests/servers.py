@@ -8,10 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from deploy.render import standalone_gunicorn_conf
+from deploy.settings import defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -55,15 +59,24 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def gunicorn_conf(directory: Path, workers: int) -> Path:
+    """The gunicorn config rendered from the template with the defaults, written into directory."""
+    conf = Path(directory) / "gunicorn.conf.py"
+    conf.write_text(standalone_gunicorn_conf(defaults(), workers))
+    return conf
+
+
 @contextlib.contextmanager
 def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path | None = None):
     """Serve the app from this checkout; yields (base_url, process); stops it, checked by pid."""
     port = free_port()
-    environ = {**os.environ, "FLASK_MODEL_PATH": str(model), "FLASK_SECRET_KEY": "test",
-               "MODELHOST_BIND": f"127.0.0.1:{port}", "MODELHOST_WORKERS": str(workers), **(env or {})}
+    conf_dir = tempfile.TemporaryDirectory(prefix="gunicorn-conf-")
+    conf = gunicorn_conf(Path(conf_dir.name), workers)
+    environ = {**os.environ, "FLASK_MODEL_PATH": str(model), "FLASK_SECRET_KEY": "test", **(env or {})}
     output = open(log, "wb") if log else subprocess.DEVNULL
-    process = subprocess.Popen([str(GUNICORN), "app:create_app()"], cwd=ROOT, env=environ,
-                               stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(GUNICORN), "--config", str(conf), "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, workers)
@@ -72,12 +85,13 @@ def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path |
         pids = [process.pid] + children(process.pid)
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=40)  # above gunicorn.conf.py's graceful_timeout
+            process.wait(timeout=40)  # above the config's graceful_timeout
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)  # the master and its workers
             process.wait()
         if log:
             output.close()
+        conf_dir.cleanup()
         deadline = time.monotonic() + 10
         while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -6,13 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import GUNICORN, ROOT, get, gunicorn, post_json
+from tests.servers import GUNICORN, ROOT, get, gunicorn, gunicorn_conf, post_json
 
 REQUESTS = 60
 
 
-def test_gunicorn_accepts_the_config_and_the_app():
-    result = subprocess.run([str(GUNICORN), "--check-config", "app:create_app()"], cwd=ROOT,
+def test_gunicorn_accepts_the_config_and_the_app(tmp_path):
+    conf = gunicorn_conf(tmp_path, workers=2)
+    result = subprocess.run([str(GUNICORN), "--check-config", "--config", str(conf), "app:create_app()"], cwd=ROOT,
                             env={"FLASK_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
