@@ -55,7 +55,7 @@ class Layout:
     def socket(self, color: str) -> Path:
         return self.run_dir / f"{color}.sock"
 
-    def relocated(self, under: Path, user: str) -> Layout:
+    def relocated(self, under: Path, user: str, group: str) -> Layout:
         """The same layout with its paths moved under a scratch directory, run as user (for checks).
 
         The sockets stay where they are: the checks create nothing there, and a socket's path is
@@ -63,7 +63,7 @@ class Layout:
         """
         moved = {name: under / str(value).lstrip("/") for name, value in vars(self).items()
                  if isinstance(value, Path) and name != "run_dir"}
-        return replace(self, user=user, **moved)
+        return replace(self, user=user, nginx_group=group, **moved)
 
 
 def system_layout(settings) -> Layout:

@@ -117,7 +117,7 @@ def template(name: str, **values) -> str:
 
 def process_environment(app: App, color: str) -> dict:
     """The environment the process manager gives gunicorn (the app's own is in gunicorn.conf.py)."""
-    release = f"{app.layout.root}/{color}"
+    release = app.layout.release(color)
     return {
         "HOME": str(app.layout.home),
         "PATH": f"{release}/venv/bin:/usr/local/bin:/usr/bin:/bin",
@@ -134,7 +134,9 @@ def gunicorn_values(app: App) -> dict:
     s = app.settings
     return dict(
         app=app.layout.app, wsgi=s.app.wsgi, explanation=app.plan.explanation, workers=app.plan.workers,
-        worker_class=s.gunicorn.worker_class, threads=s.gunicorn.threads, timeout=s.gunicorn.timeout,
+        # gunicorn turns sync workers with threads > 1 into gthread ones: sync means one thread.
+        worker_class=s.gunicorn.worker_class, threads=s.gunicorn.threads if s.gunicorn.worker_class == "gthread" else 1,
+        timeout=s.gunicorn.timeout,
         graceful_timeout=s.gunicorn.graceful_timeout, max_requests=s.gunicorn.max_requests,
         max_requests_jitter=s.gunicorn.max_requests_jitter, nginx_group=app.layout.nginx_group,
         environment=dict(sorted(s.app.env.items())), secrets_file=str(app.layout.env_file),

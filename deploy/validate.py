@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import getpass
+import grp
 import os
 import shutil
 import sys
@@ -61,14 +62,15 @@ def write(path: Path, text: str) -> None:
 
 
 def scratch_apps(apps: list[App], scratch: Path) -> list[App]:
-    """The apps with every path under scratch, run as this user, the certificate moved too."""
+    """The apps with every path under scratch, run as this user and group, the certificate moved too."""
     moved = []
     for app in apps:
         settings = copy.deepcopy(app.settings)
         cert, key = certificate_paths(settings)
         settings.nginx.tls_certificate = str(scratch / cert.lstrip("/"))
         settings.nginx.tls_certificate_key = str(scratch / key.lstrip("/"))
-        moved.append(replace(app, settings=settings, layout=app.layout.relocated(scratch, getpass.getuser())))
+        layout = app.layout.relocated(scratch, getpass.getuser(), grp.getgrgid(os.getgid()).gr_name)
+        moved.append(replace(app, settings=settings, layout=layout))
     return moved
 
 

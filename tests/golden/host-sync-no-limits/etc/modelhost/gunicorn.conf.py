@@ -15,7 +15,7 @@ workers = 3
 # gthread waits on idle keep-alive connections without tying up a worker; sync workers rely on
 # nginx buffering every request and answer.
 worker_class = "sync"
-threads = 4
+threads = 1
 # Load the app, and memory-map the model, once in the master before forking: every worker shares
 # the model's pages, and a model that fails to load stops the start instead of every worker.
 preload_app = True
