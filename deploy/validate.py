@@ -13,6 +13,7 @@ import getpass
 import grp
 import os
 import shutil
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +62,24 @@ def write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def scratch_apps(apps: list[App], scratch: Path) -> list[App]:
-    """The apps with every path under scratch, run as this user and group, the certificate moved too."""
+    """The apps with every path under scratch, run as this user and group, the certificate moved too.
+
+    `nginx -t` binds the listen addresses: they move to free loopback ports (one per address, so
+    apps that share one still do), or the check would fail on a port below 1024 as a user, or on
+    one a running nginx (the live site) holds.
+    """
+    ports: dict[str, str] = {}
+
+    def moved_listen(listen: str) -> str:
+        return ports.setdefault(listen, f"127.0.0.1:{free_loopback_port()}") if listen else ""
+
     moved = []
     for app in apps:
         settings = copy.deepcopy(app.settings)
@@ -70,6 +87,7 @@ def scratch_apps(apps: list[App], scratch: Path) -> list[App]:
         settings.nginx.tls_certificate = str(scratch / cert.lstrip("/"))
         settings.nginx.tls_certificate_key = str(scratch / key.lstrip("/"))
         layout = app.layout.relocated(scratch, getpass.getuser(), grp.getgrgid(os.getgid()).gr_name)
+        layout = replace(layout, http_listen=moved_listen(layout.http_listen), tls_listen=moved_listen(layout.tls_listen))
         moved.append(replace(app, settings=settings, layout=layout))
     return moved
 
@@ -135,6 +153,7 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
         nginx_conf = scratch / "nginx-check.conf"
         write(nginx_conf, "\n".join([
             f"pid {scratch}/nginx.pid;", "events {}", "http {", "    include /etc/nginx/mime.types;",
+            f"    access_log {scratch}/access.log;",
             *(f"    {kind}_temp_path {scratch}/nginx-{kind};" for kind in
               ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
             f"    include {layout.nginx_dir}/conf.d/*.conf;", f"    include {layout.nginx_sites}/*.conf;", "}", ""]))

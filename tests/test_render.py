@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,14 @@ def test_fab_render_stops_on_bad_settings_before_writing(tmp_path):
     assert result.returncode == 1
     assert "[gunicorn] workers = 0: must be" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@needs_nginx
+def test_the_check_passes_while_a_live_site_holds_the_port(tmp_path):
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        settings = check_settings(merged({"local": {"root": str(tmp_path / "live"), "port": live.getsockname()[1]}}))
+        host = facts("debian-12-amd64")
+        app = plan_app(settings, local_layout(settings), host)
+        assert check_rendered(Target(Context()), [app], host, tmp_path / "scratch")[0].startswith("nginx -t")
