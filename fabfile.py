@@ -17,7 +17,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from deploy import settings as deploy_settings
-from deploy.facts import FACTS_COMMAND, FactsError, parse_facts
+from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import RenderError, plan_app, render as render_files, standalone_gunicorn_conf
 from deploy.target import CommandFailed, Target
@@ -72,8 +72,7 @@ RENDER_README_TITLE = "# Configs for "
 
 def host_facts(c, facts_file: str | None):
     """This machine's facts (or a captured FACTS_COMMAND output, to render for another host)."""
-    output = Path(facts_file).read_text() if facts_file else Target(c).run(["sh", "-c", FACTS_COMMAND]).stdout
-    return parse_facts(output)
+    return parse_facts(Path(facts_file).read_text()) if facts_file else gather(Target(c))
 
 
 def prepare_output(out: Path) -> None:

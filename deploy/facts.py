@@ -1,8 +1,8 @@
 """What a host is: cores, memory, architecture, OS, init system, nginx and Python versions, board.
 
 FACTS_COMMAND is one POSIX sh script that the executor runs on the target (`sh -c FACTS_COMMAND`,
-as any user, no Python needed there); parse_facts turns its output into HostFacts. This module
-never runs anything itself.
+as any user, no Python needed there); parse_facts turns its output into HostFacts, and gather
+does both through a deploy.target.Target.
 """
 from __future__ import annotations
 
@@ -80,6 +80,11 @@ class HostFacts:
 
 def _size(mb: int) -> str:
     return f"{mb / 1024:.1f} GiB" if mb >= 1024 else f"{mb} MiB"
+
+
+def gather(target) -> HostFacts:
+    """A target's facts: FACTS_COMMAND run there (by the executor, deploy.target), parsed."""
+    return parse_facts(target.run(["sh", "-c", FACTS_COMMAND]).stdout)
 
 
 def parse_facts(output: str) -> HostFacts:

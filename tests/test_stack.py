@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from invoke import Context
 
-from deploy.facts import FACTS_COMMAND, parse_facts
+from deploy.facts import gather
 from deploy.layout import COLORS, local_layout
 from deploy.render import plan_app, render
 from deploy.settings import check_settings
+from deploy.target import Target
 from deploy.validate import find_nginx
 from tests.servers import children, free_port
 
@@ -65,7 +67,7 @@ def stop(process: subprocess.Popen) -> list[int]:
 def stack(demo_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     port = free_port()
-    facts = parse_facts(subprocess.run(["sh", "-c", FACTS_COMMAND], capture_output=True, text=True).stdout)
+    facts = gather(Target(Context()))
     common = {"local": {"root": str(root), "port": port}, "model": {"size_mb": 5}, "gunicorn": {"workers": 1}}
     apps = []
     for name, nginx in (("modelhost", {}),
