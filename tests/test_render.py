@@ -261,3 +261,9 @@ def test_the_check_passes_while_a_live_site_holds_the_port(tmp_path):
         host = facts("debian-12-amd64")
         app = plan_app(settings, local_layout(settings), host)
         assert check_rendered(Target(Context()), [app], host, tmp_path / "scratch")[0].startswith("nginx -t")
+
+
+def test_a_socket_path_too_long_for_unix_sockets_is_refused_with_the_fix():
+    settings = check_settings(merged({"local": {"root": "/home/" + "x" * 80}}))
+    with pytest.raises(RenderError, match=r"green.sock is 111 bytes; unix sockets allow 107: set \[local\] root"):
+        plan_app(settings, local_layout(settings), facts("debian-12-amd64"))
