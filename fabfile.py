@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 from deploy import settings as deploy_settings
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
-from deploy.render import RenderError, plan_app, render as render_files, standalone_gunicorn_conf
+from deploy.render import README_TITLE, RenderError, plan_app, render as render_files, standalone_gunicorn_conf
 from deploy.target import CommandFailed, Target
 from deploy.validate import ValidationError, check_rendered
 from deploy.workers import ModelSizeError
@@ -67,9 +67,6 @@ def serve(c, port=8080, workers=2):
                settings.app.wsgi], {**os.environ, **env})
 
 
-RENDER_README_TITLE = "# Configs for "
-
-
 def host_facts(c, facts_file: str | None):
     """This machine's facts (or a captured FACTS_COMMAND output, to render for another host)."""
     return parse_facts(Path(facts_file).read_text()) if facts_file else gather(Target(c))
@@ -79,7 +76,7 @@ def prepare_output(out: Path) -> None:
     """Refuse to write over anything but an earlier render; an earlier render is replaced whole."""
     if out.exists() and any(out.iterdir()):
         readme = out / "README.md"
-        if not (readme.is_file() and readme.read_text().startswith(RENDER_README_TITLE)):
+        if not (readme.is_file() and readme.read_text().startswith(README_TITLE)):
             raise Exit(f"error: {out} is not empty and is not an earlier `fab render` output; "
                        "choose an empty or new directory", code=2)
         shutil.rmtree(out)

@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
 
 
+# The first line of a render's README: how `fab render` knows a directory holds an earlier render.
+README_TITLE = "# Configs for "
+
+
 class RenderError(Exception):
     """The apps cannot be served together as configured; the message says which and why."""
 
@@ -284,6 +288,6 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
                           f"the socket directory {app.layout.run_dir}, made again at every boot"))
     rendered = [RenderedFile(destination_path(layout, dest), dest, content, about)
                 for dest, content, about in files]
-    readme = template("deploy/templates/README.md.j2", files=rendered, apps=apps, facts=facts, layout=layout,
+    readme = template("deploy/templates/README.md.j2", title=README_TITLE, files=rendered, apps=apps, facts=facts, layout=layout,
                       live=live, sites=sites)
     return [RenderedFile("README.md", None, readme, "where each file goes"), *rendered]

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,15 +15,10 @@ from pathlib import Path
 
 from deploy.render import standalone_gunicorn_conf
 from deploy.settings import defaults
+from deploy.validate import free_loopback_port as free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -82,21 +76,35 @@ def gunicorn(model: Path, workers: int = 1, env: dict | None = None, log: Path |
         wait_ready(base, process, workers)
         yield base, process
     finally:
-        pids = [process.pid] + children(process.pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)  # above the config's graceful_timeout
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the master and its workers
-            process.wait()
+        pids = stop_session(process, timeout=40)  # above the config's graceful_timeout
         if log:
             output.close()
         conf_dir.cleanup()
-        deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-        assert not left, f"gunicorn processes left behind: {left}"
+        assert_gone(pids, "gunicorn")
+
+
+def stop_session(process: subprocess.Popen, timeout: float) -> list[int]:
+    """TERM a process started in its own session, KILL its group after timeout; returns every pid it
+    had below it (children and grandchildren: supervisord's gunicorns and their workers)."""
+    pids = [process.pid, *children(process.pid)]
+    for pid in pids[1:]:
+        pids += children(pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return pids
+
+
+def assert_gone(pids: list[int], what: str) -> None:
+    """Every pid has exited (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not left, f"{what} processes left behind: {left}"
 
 
 def post_json(url: str, body: dict) -> tuple[int, dict]:

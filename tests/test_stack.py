@@ -6,7 +6,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from deploy.render import plan_app, render
 from deploy.settings import check_settings
 from deploy.target import Target
 from deploy.validate import find_nginx
-from tests.servers import children, free_port
+from tests.servers import assert_gone, free_port, stop_session
 
 pytestmark = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
                                 reason="needs nginx: apt-get install nginx")
@@ -47,20 +46,6 @@ def wait_for(check, what: str, timeout: float = 90):
                 return
         time.sleep(0.3)
     raise AssertionError(f"{what} within {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> list[int]:
-    """TERM a process started in its own session; returns the pids to check for."""
-    pids = [process.pid, *children(process.pid)]
-    for pid in list(pids):
-        pids += children(pid)  # gunicorn's workers under supervisord's gunicorn masters
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +85,7 @@ def stack(demo_model, tmp_path_factory):
             wait_for(lambda: request(port, path)[0] == 200, f"{path} answered 200 through nginx")
         yield port, root
     finally:
-        pids = stop(nginx) + stop(supervisord)
-        deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "processes left behind"
+        assert_gone(stop_session(nginx, timeout=60) + stop_session(supervisord, timeout=60), "nginx or supervisord")
 
 
 def test_both_apps_answer_through_nginx_with_the_security_headers(stack):
