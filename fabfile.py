@@ -5,21 +5,25 @@ wrong, and they are shown here as one message and a non-zero exit.
 """
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shlex
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from fabric import task
 from invoke.exceptions import Exit
 
 from deploy import settings as deploy_settings
+from deploy.deployment import DeployError, Deployment, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import README_TITLE, RenderError, plan_app, render as render_files, standalone_gunicorn_conf
+from deploy.source import SourceError, read_model, read_source
 from deploy.target import CommandFailed, Target
 from deploy.validate import ValidationError, check_rendered
 from deploy.workers import ModelSizeError
@@ -67,6 +71,11 @@ def serve(c, port=8080, workers=2):
                settings.app.wsgi], {**os.environ, **env})
 
 
+# Errors the deploy library raises: each message says what is wrong and what to do.
+ERRORS = (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError, CommandFailed,
+          SourceError, DeployError, OSError)
+
+
 def host_facts(c, facts_file: str | None):
     """This machine's facts (or a captured FACTS_COMMAND output, to render for another host)."""
     return parse_facts(Path(facts_file).read_text()) if facts_file else gather(Target(c))
@@ -112,8 +121,7 @@ def render(c, out, settings=None, target="local", facts=None, check=False, live=
             with tempfile.TemporaryDirectory(prefix="modelhost-check-") as scratch:
                 for line in check_rendered(Target(c), apps, host, Path(scratch), live):
                     print(f"checked: {line}")
-    except (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError,
-            CommandFailed, OSError) as exc:
+    except ERRORS as exc:
         raise Exit(f"error: {exc}", code=1) from None
     out = Path(out)
     prepare_output(out)
@@ -121,3 +129,131 @@ def render(c, out, settings=None, target="local", facts=None, check=False, live=
         (out / file.path).parent.mkdir(parents=True, exist_ok=True)
         (out / file.path).write_text(file.content)
     print(f"wrote {len(files)} files to {out}; {out / 'README.md'} says where each one goes")
+
+
+# ---- deploying: with no -H, to this machine (the local target) -----------------------------------
+
+def print_step(step: Step) -> None:
+    print(f"  {step.name:<14}{'changed' if step.changed else 'unchanged':<11}{step.seconds:6.1f} s   {step.detail}",
+          flush=True)
+
+
+def local_deployment(c, settings_file: str | None) -> Deployment:
+    """The app of deploy.toml on this machine; `fab -H host` comes with remote deploys."""
+    if hasattr(c, "host"):
+        raise Exit("error: deploying to a host over SSH (-H) is not built yet; without -H, the tasks act on "
+                   "this machine", code=2)
+    settings = deploy_settings.load(settings_file or ROOT / deploy_settings.SETTINGS_FILE)
+    return Deployment(Target(c), settings, local_layout(settings), report=print_step)
+
+
+def task_errors(function):
+    """Runs a task body; a deploy library error ends it with its message and exit status 1."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ERRORS as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+    return run
+
+
+SETTINGS_HELP = "the app's deploy.toml (default ./deploy.toml); the app is the git checkout holding it"
+
+
+@task(help={"settings": SETTINGS_HELP,
+            "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)"})
+@task_errors
+def deploy(c, settings=None, allow_dirty=False):
+    """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
+    started = time.monotonic()
+    d = local_deployment(c, settings)
+    base_dir = Path(d.settings.source).resolve().parent
+    model_path = (base_dir / d.settings.model.path).resolve()
+    if model_path == DEMO_MODEL:
+        build_model(c)
+    source = read_source(Target(c), base_dir, allow_dirty)
+    model = read_model(model_path)
+    print(f"deploying {d.settings.app.name} {source.label} to {d.layout.host_root} (this machine)", flush=True)
+    steps: list[Step] = []
+    d.report = lambda step: (steps.append(step), print_step(step))
+    release = d.deploy(source, model, dict(os.environ))
+    changed = sum(step.changed for step in steps)
+    url = f"http://127.0.0.1:{d.settings.local.port}"
+    print(f"{release.id} is live: {changed} of {len(steps)} steps changed something, "
+          f"{time.monotonic() - started:.1f} s\n"
+          f"open {url}/   (API docs: {url}/docs)\n"
+          f"try: curl '{url}/api/v1/similar?word=fire&topn=5'")
+
+
+@task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)"})
+@task_errors
+def rollback(c, settings=None, to=None):
+    """Make the previous release live again (the same gated cutover as a deploy)."""
+    release = local_deployment(c, settings).rollback(to)
+    print(f"{release.id} is live again")
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def status(c, settings=None):
+    """Show what runs: supervisord, both gunicorn programs, the live release, readiness, nginx."""
+    d = local_deployment(c, settings)
+    s = d.status()
+    width = max(len(p.name) for p in s.programs) + 2
+    print(f"{d.settings.app.name} on {s.target}: {s.url}")
+    print(f"  {'supervisord':<{width}}{'pid ' + str(s.supervisord) if s.supervisord else 'not running'}")
+    for program in s.programs:
+        live = " (live)" if program.color == s.live else ""
+        pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
+        print(f"  {program.name:<{width}}{program.state:<9}{pid:<24}release {program.release or '-'}{live}")
+    if s.release:
+        print(f"  {'release':<{width}}{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
+              f"{s.release.workers} workers ({s.release.explanation})")
+    print(f"  {'ready':<{width}}{s.ready or 'no live program'}")
+    print(f"  {'nginx':<{width}}{'pid ' + str(s.nginx) if s.nginx else 'not running'}"
+          + (f"; /readyz through nginx: {s.through_nginx}" if s.nginx else ""))
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def releases(c, settings=None):
+    """List the releases on the target, newest first, with the live and idle colors marked."""
+    d = local_deployment(c, settings)
+    found = d.releases()
+    if not found:
+        print("no releases yet: fab deploy makes one")
+        return
+    links = d.links()
+    live = d.live_color()
+    results = {h["release"]: h["result"] for h in d.history()}
+    for release in reversed(found):
+        marks = [f"{color}{' (live)' if color == live else ''}" for color in ("blue", "green")
+                 if links.get(color, "").endswith("/" + release.id)]
+        print(f"  {release.id:<32}model {release.model_version:<14}{release.workers} workers  "
+              f"{results.get(release.id, 'never live'):<11}{', '.join(marks)}")
+
+
+@task(help={"settings": SETTINGS_HELP, "what": "app (the live gunicorn, default), nginx, or supervisord",
+            "lines": "how many lines (default 50)", "follow": "keep printing new lines (Ctrl-C stops)"})
+@task_errors
+def logs(c, settings=None, what="app", lines=50, follow=False):
+    """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
+    from deploy import commands
+
+    d = local_deployment(c, settings)
+    files = d.log_files(what)
+    if follow:
+        d.target.stream(commands.tail(files[0], int(lines), follow=True)[:-2] + ["--", *map(str, files)])
+        return
+    for path in files:
+        print(f"==> {path} <==")
+        print(d.run(commands.tail(path, int(lines)), check=False).stdout.rstrip() or "(nothing yet)")
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def stop(c, settings=None):
+    """Stop everything the local target started: both gunicorn programs, supervisord, nginx."""
+    pids = local_deployment(c, settings).stop()
+    print(f"stopped {len(pids)} processes ({', '.join(map(str, pids))})" if pids else "nothing was running")

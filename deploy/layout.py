@@ -44,13 +44,42 @@ class Layout:
     def env_file(self) -> Path:
         return self.config_dir / "secrets.env"
 
-    @property
-    def gunicorn_conf(self) -> Path:
-        return self.config_dir / "gunicorn.conf.py"
+    def gunicorn_conf(self, color: str) -> Path:
+        """Each release carries its own gunicorn settings, so a rollback brings back the old ones too."""
+        return self.release(color) / "gunicorn.conf.py"
 
     def release(self, color: str) -> Path:
         """The release a color runs (a symlink the deploy points at a release directory)."""
         return self.root / color
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def venvs(self) -> Path:
+        """Python environments, one per dependency lock (releases with the same lock share one)."""
+        return self.root / "venvs"
+
+    @property
+    def models(self) -> Path:
+        """Model artifacts, one per checksum (releases with the same model share one)."""
+        return self.root / "models"
+
+    @property
+    def current(self) -> Path:
+        """Points at the live color (blue or green), which points at the live release."""
+        return self.root / "current"
+
+    @property
+    def lock(self) -> Path:
+        """A directory that exists while a deploy runs (mkdir is atomic); holder inside says whose."""
+        return self.root / "deploy.lock"
+
+    @property
+    def history(self) -> Path:
+        """One JSON line per deploy or rollback: when, who, which release, the result."""
+        return self.root / "history.jsonl"
 
     def socket(self, color: str) -> Path:
         return self.run_dir / f"{color}.sock"

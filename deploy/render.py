@@ -272,8 +272,8 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
                       template("supervisor/supervisord.conf.j2", layout=layout),
                       "supervisord's configuration for the local target (run as you)"))
     for app in apps:
-        files.append((app.layout.gunicorn_conf, render_gunicorn_conf(app),
-                      f"gunicorn settings for {app.layout.app} ({app.plan.workers} workers)"))
+        files.append((app.layout.gunicorn_conf(live), render_gunicorn_conf(app),
+                      f"gunicorn settings for {app.layout.app} ({app.plan.workers} workers), in the release directory"))
         if app.layout.process_manager == "systemd":
             files.append((app.layout.systemd_dir / f"{app.layout.app}@.service",
                           template("systemd/app@.service.j2", **manager_values(app, live)),

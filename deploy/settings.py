@@ -203,6 +203,13 @@ SETTINGS = [
             PREFIX),
     Setting("nginx.metrics_allow", ("127.0.0.1", "::1"), "Addresses allowed to read /metrics.",
             list_of(NETWORK)),
+    Setting("deploy.keep_releases", 5, "Releases kept on the target for rollback (the live and the previous one "
+            "are always kept).", integer(2, 100)),
+    Setting("deploy.ready_timeout", 120, "Seconds a new release gets to answer /readyz with 200 before the deploy "
+            "gives up on it (the old one keeps serving).", integer(5, 3600)),
+    Setting("deploy.smoke_path", "/api/v1/model",
+            "A GET the new release must answer with 200 before it gets traffic (for /api/v1/model the answer must "
+            'also name the deployed model\'s version); "" skips it.', matching(r"(/\S*)?", 'a path such as "/api/v1/model", or ""')),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
 ]

@@ -5,8 +5,11 @@ turns a failure into CommandFailed carrying the command and what it printed.
 """
 from __future__ import annotations
 
+import io
 import shlex
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from invoke.exceptions import CommandTimedOut
 
@@ -33,6 +36,15 @@ class Target:
     def __init__(self, context):
         self.context = context
 
+    @property
+    def remote(self) -> bool:
+        """A host over SSH (a Fabric Connection), not this machine."""
+        return hasattr(self.context, "put")
+
+    @property
+    def name(self) -> str:
+        return getattr(self.context, "host", None) or "this machine"
+
     def run(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None,
             timeout: float = 300, check: bool = True) -> Result:
         """Run a command; with check, a non-zero exit raises CommandFailed."""
@@ -48,3 +60,31 @@ class Target:
         if check and result.exited != 0:
             raise CommandFailed(command, result.exited, result.stdout + result.stderr)
         return Result(result.stdout, result.stderr, result.exited)
+
+    def stream(self, argv: list[str]) -> None:
+        """Run a command with its output going straight to the terminal (tail -F: until Ctrl-C)."""
+        self.context.run(shlex.join(argv), pty=False, warn=True, in_stream=False)
+
+    def read(self, path: Path) -> str | None:
+        """A text file's content; None when it does not exist."""
+        result = self.run(["cat", "--", str(path)], check=False)
+        return result.stdout if result.exited == 0 else None
+
+    def upload(self, source: Path | bytes, path: Path, mode: int = 0o644) -> None:
+        """Put a local file (or bytes) at path on the target, atomically: written beside it, then renamed."""
+        partial = path.with_name(f".{path.name}.partial")
+        if self.remote:
+            self.context.put(io.BytesIO(source) if isinstance(source, bytes) else str(source), str(partial))
+        elif isinstance(source, bytes):
+            Path(partial).write_bytes(source)
+        else:
+            shutil.copyfile(source, partial)
+        self.run(["chmod", f"{mode:o}", str(partial)])
+        self.run(["mv", "-f", "--", str(partial), str(path)])
+
+    def write(self, path: Path, text: str, mode: int = 0o644) -> bool:
+        """Make path hold text; returns whether it changed (an identical file is left alone)."""
+        if self.read(path) == text:
+            return False
+        self.upload(text.encode("utf-8"), path, mode)
+        return True

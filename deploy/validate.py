@@ -172,7 +172,7 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
 
     for app in apps:
         gunicorn = app.layout.release(live) / "venv" / "bin" / "gunicorn"
-        run(gunicorn_check(gunicorn, app.layout.gunicorn_conf, app.settings.app.wsgi),
+        run(gunicorn_check(gunicorn, app.layout.gunicorn_conf(live), app.settings.app.wsgi),
             f"gunicorn --check-config: {app.layout.app} (loads the app)", cwd=str(ROOT),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch)})
         if app.layout.process_manager == "systemd":

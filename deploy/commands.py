@@ -1,0 +1,85 @@
+"""The commands a deploy runs on a target, as argument lists: built here, run by deploy.target.
+
+Pure functions, so tests compare whole commands without a host. The local target runs its own
+supervisord (from the environment `fab` runs in) and its own nginx (as the user, with the
+rendered nginx.conf); a host's are its system services.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from deploy.layout import Layout
+
+PROBE_SOURCE = (Path(__file__).resolve().parent / "probe.py").read_text(encoding="utf-8")
+# The environment the local target's daemons start with: nothing from the shell that ran `fab`
+# (a FLASK_* variable exported there must not reach the app).
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+TOOLS = Path(sys.executable).parent  # supervisord and supervisorctl of the local target
+
+
+def clean_env(layout: Layout) -> list[str]:
+    return ["env", "-i", f"HOME={layout.home}", f"PATH={CLEAN_PATH}", "LANG=C.UTF-8"]
+
+
+def supervisord_conf(layout: Layout) -> Path:
+    return layout.host_root / "supervisor" / "supervisord.conf"
+
+
+def supervisord_start(layout: Layout) -> list[str]:
+    """Starts the local target's supervisord (it puts itself in the background)."""
+    return [*clean_env(layout), str(TOOLS / "supervisord"), "-c", str(supervisord_conf(layout))]
+
+
+def supervisorctl(layout: Layout, *args: str) -> list[str]:
+    if layout.kind == "local":
+        return [str(TOOLS / "supervisorctl"), "-c", str(supervisord_conf(layout)), *args]
+    return ["supervisorctl", *args]
+
+
+def program(layout: Layout, color: str) -> str:
+    return f"{layout.app}-{color}"
+
+
+def nginx_pid_file(layout: Layout) -> Path:
+    return layout.host_root / "run" / "nginx.pid" if layout.kind == "local" else Path("/run/nginx.pid")
+
+
+def nginx(layout: Layout, binary: str, *args: str) -> list[str]:
+    """nginx with the local target's own prefix and configuration (a host's nginx needs neither)."""
+    if layout.kind == "local":
+        return [*clean_env(layout), binary, "-p", f"{layout.nginx_dir}/", "-c", str(layout.nginx_dir / "nginx.conf"),
+                "-e", str(layout.host_root / "log" / "nginx-error.log"), *args]
+    return [binary, *args]
+
+
+def probe(python: str, *, paths: list[str], socket: Path | None = None, port: int = 0, host: str = "localhost",
+          wait: float = 0) -> list[str]:
+    """Asks paths[0] until it answers 200 (up to wait seconds), then the rest once; see deploy/probe.py."""
+    spec = {"socket": str(socket or ""), "port": port, "host": host, "paths": paths, "wait": wait}
+    return [python, "-c", PROBE_SOURCE, json.dumps(spec)]
+
+
+def children(pid: int) -> list[str]:
+    """The pids whose parent is pid, one per line."""
+    return ["ps", "-o", "pid=", "--ppid", str(pid)]
+
+
+def alive(pid: int) -> list[str]:
+    return ["kill", "-0", str(pid)]
+
+
+def symlink(target: str | Path, link: Path) -> list[list[str]]:
+    """Point link at target atomically: a new link beside it, renamed over it."""
+    partial = link.with_name(f".{link.name}.partial")
+    return [["ln", "-sfn", str(target), str(partial)], ["mv", "-Tf", str(partial), str(link)]]
+
+
+def tail(path: Path, lines: int, follow: bool = False) -> list[str]:
+    return ["tail", "-n", str(lines), *(["-F"] if follow else []), "--", str(path)]
+
+
+def cat_all(directory: Path, name: str) -> list[str]:
+    """Prints every directory/*/name (each release's release.json), nothing when there are none."""
+    return ["find", str(directory), "-mindepth", "2", "-maxdepth", "2", "-name", name, "-exec", "cat", "{}", "+"]

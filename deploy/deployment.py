@@ -1,0 +1,710 @@
+"""Deploy, roll back, inspect and stop an app on a target: releases and a blue/green cutover.
+
+On the target (everything under the layout's root):
+
+    releases/<time>-<rev>/   the app's files at a git revision, its gunicorn.conf.py, release.json,
+                             venv -> ../../venvs/<lock>, model -> ../../models/<checksum>
+    venvs/<key>/             one Python environment per dependency lock (and Python, architecture)
+    models/<checksum>/       one copy of each model artifact
+    blue, green              the release each gunicorn program runs
+    current -> blue|green    the live color, whose program nginx sends traffic to
+    deploy.lock/             exists while a deploy runs; holder says whose
+    history.jsonl            one line per deploy or rollback
+
+A deploy makes (or finds) the release for the revision, starts the idle color on it, waits until
+its /readyz answers 200 over its own socket and the smoke query answers as expected, then points
+nginx at it (nginx -t, graceful reload), waits for nginx's old workers to finish, and stops the old
+color gracefully. If the new color never gets ready, it is stopped and nothing else changes: the
+old color keeps serving. Rollback is the same cutover to an earlier release.
+
+Every step goes through `Target` (deploy/target.py), so the same code serves this machine and a host.
+"""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+from invoke import Context
+
+from deploy import commands
+from deploy.facts import HostFacts, gather
+from deploy.layout import COLORS, Layout
+from deploy.render import App, plan_app, render, render_gunicorn_conf
+from deploy.source import LOCK_FILE, Model, Source, archive, digest
+from deploy.target import CommandFailed, Target
+
+LOG_LINES = 20  # of a failed program's log, in the error
+
+
+class DeployError(Exception):
+    """A deploy step failed; the message says what happened, what is still serving, and what to do."""
+
+
+class DeployLocked(DeployError):
+    """Another deploy holds the target's deploy lock."""
+
+
+@dataclass
+class Step:
+    """One step's outcome, as `fab` prints it: what it did, whether anything changed, how long it took."""
+    name: str
+    detail: str = ""
+    changed: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str  # <UTC time>-<revision>: sorts by age
+    revision: str
+    identity: str  # the same code, environment, model, settings and secrets give the same identity
+    venv: str
+    model: str
+    model_version: str
+    workers: int
+    explanation: str
+    created: str
+
+    @classmethod
+    def parse(cls, text: str) -> Release:
+        return cls(**{k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Program:
+    name: str
+    color: str
+    state: str  # supervisor's: RUNNING, STOPPED, STARTING, BACKOFF, FATAL, ...; DOWN without supervisord
+    pid: int | None = None
+    uptime: str = ""
+    release: str | None = None
+
+
+@dataclass
+class Status:
+    target: str
+    url: str
+    supervisord: int | None
+    nginx: int | None
+    live: str | None
+    release: Release | None
+    programs: list[Program] = field(default_factory=list)
+    ready: str = ""  # the live color's /readyz answer over its socket
+    through_nginx: str = ""  # /readyz through nginx
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Deployment:
+    """One app on one target. report(step) is called as each step ends (fab prints it)."""
+
+    def __init__(self, target: Target, settings, layout: Layout, report: Callable[[Step], None] = lambda s: None):
+        self.target, self.settings, self.layout, self.report = target, settings, layout, report
+        self.nginx_binary = "nginx"
+        self.python = "python3"
+        self.local = Target(Context())  # this machine, where the source and the model are
+
+    # ---- small helpers ----------------------------------------------------------------------
+
+    def run(self, argv: list[str], **kwargs):
+        return self.target.run(argv, **kwargs)
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        step = Step(name)
+        started = time.monotonic()
+        yield step
+        step.seconds = time.monotonic() - started
+        self.report(step)
+
+    def exists(self, path: Path) -> bool:
+        return self.run(["test", "-e", str(path)], check=False).exited == 0
+
+    def link(self, target: str | Path, link: Path) -> None:
+        for argv in commands.symlink(target, link):
+            self.run(argv)
+
+    def links(self) -> dict[str, str]:
+        """Where current, blue and green point ("" when missing)."""
+        script = 'for l in current blue green; do printf "%s=%s\\n" "$l" "$(readlink "$1/$l")"; done'
+        out = self.run(["sh", "-c", script, "sh", str(self.layout.root)]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    def live_color(self) -> str | None:
+        color = self.links().get("current", "")
+        return color if color in COLORS else None
+
+    def release_of(self, color: str) -> str | None:
+        """The release id a color points at."""
+        target = self.links().get(color, "")
+        return target.rsplit("/", 1)[-1] if target else None
+
+    def releases(self) -> list[Release]:
+        """Every complete release on the target, oldest first."""
+        out = self.run(commands.cat_all(self.layout.releases, "release.json"), check=False).stdout
+        found = [Release.parse(line) for line in out.splitlines() if line.strip()]
+        return sorted(found, key=lambda r: r.id)
+
+    def history(self) -> list[dict]:
+        text = self.target.read(self.layout.history) or ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def record(self, action: str, release: str, color: str | None, result: str) -> None:
+        line = json.dumps({"time": now(), "user": f"{getpass.getuser()}@{socket.gethostname()}",
+                           "action": action, "release": release, "color": color, "result": result})
+        self.run(["sh", "-c", 'printf "%s\\n" "$1" >> "$2"', "sh", line, str(self.layout.history)])
+
+    # ---- the lock -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, action: str):
+        """Holds the target's deploy lock; a second deploy is refused, naming the holder."""
+        self.run(["mkdir", "-p", str(self.layout.root)])
+        if self.run(["mkdir", str(self.layout.lock)], check=False).exited != 0:
+            holder = (self.target.read(self.layout.lock / "holder") or "unknown (no holder file yet)").strip()
+            raise DeployLocked(
+                f"another deploy is running on {self.target.name}: {holder}. Wait for it to finish; if no deploy "
+                f"is running (it was killed), remove the lock: rm -r {self.layout.lock}")
+        try:
+            self.target.write(self.layout.lock / "holder",
+                              f"{action} by {getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()}) "
+                              f"since {now()}\n")
+            yield
+        finally:
+            self.run(["rm", "-rf", str(self.layout.lock)], check=False)
+
+    # ---- what a release needs ---------------------------------------------------------------
+
+    def locate_nginx(self) -> str:
+        """nginx's path on the target ("" when it is not installed); /usr/sbin is not on every PATH."""
+        found = self.run(["sh", "-c", "command -v nginx || ls /usr/sbin/nginx"], check=False).stdout.strip()
+        self.nginx_binary = found or "nginx"
+        return found
+
+    def ensure_prerequisites(self) -> None:
+        """nginx and python3 with venv on the target; nginx is installed with apt when root or
+        passwordless sudo allows it."""
+        with self.step("prerequisites") as step:
+            if self.run([self.python, "-c", "import venv, ensurepip"], check=False).exited != 0:
+                raise DeployError(f"python3 with venv is missing on {self.target.name}: install it with "
+                                  "`sudo apt-get install -y python3-venv`, then deploy again")
+            found = self.locate_nginx()
+            if not found:
+                if self.run(["id", "-u"]).stdout.strip() == "0":
+                    sudo = []
+                elif self.run(["sudo", "-n", "true"], check=False).exited == 0:
+                    sudo = ["sudo", "-n"]
+                else:
+                    raise DeployError(f"nginx is not installed on {self.target.name}: install it with "
+                                      "`sudo apt-get install -y nginx`, then deploy again")
+                apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]
+                if self.run([*apt, "install", "nginx"], check=False, timeout=900).exited != 0:
+                    self.run([*apt, "update"], timeout=900)
+                    self.run([*apt, "install", "nginx"], timeout=900)
+                found = self.locate_nginx()
+                step.changed = True
+            step.detail = f"nginx {found}" + (" (installed with apt)" if step.changed else "") + f", {self.python}"
+
+    def ensure_directories(self) -> None:
+        layout = self.layout
+        wanted = [layout.root, layout.releases, layout.venvs, layout.models, layout.config_dir, layout.run_dir,
+                  layout.log_dir, layout.cache_dir, layout.nginx_sites, layout.supervisor_dir]
+        if layout.host_root:
+            wanted += [layout.host_root / "run", layout.host_root / "log", layout.host_root / "nginx" / "tmp"]
+        with self.step("directories") as step:
+            created = self.run(["mkdir", "-pv", *map(str, wanted)]).stdout.splitlines()
+            step.changed = bool(created)
+            step.detail = f"made {len(created)} under {layout.host_root or layout.root}" if created else "all there"
+
+    def ensure_secrets(self, environ: dict) -> str:
+        """The env file holds a value for every secret; returns a digest of it (part of the release identity).
+
+        A value comes from the environment `fab` runs in, else stays as it is in the file; a missing
+        FLASK_SECRET_KEY is made up once (random).
+        """
+        path = self.layout.env_file
+        with self.step("secrets") as step:
+            current = {}
+            for line in (self.target.read(path) or "").splitlines():
+                name, sep, value = line.partition("=")
+                if sep and not name.startswith("#"):
+                    current[name.strip()] = value.strip()
+            wanted, made = dict(current), []
+            for name in self.settings.app.secrets:
+                if environ.get(name):
+                    wanted[name] = environ[name]
+                elif not wanted.get(name):
+                    if name != "FLASK_SECRET_KEY":
+                        raise DeployError(f"secret {name} has no value on {self.target.name}: give it once, in the "
+                                          f"environment of the deploy ({name}=... fab deploy); it is kept in {path}")
+                    wanted[name] = secrets.token_hex(32)
+                    made.append(name)
+            text = "".join(f"{name}={value}\n" for name, value in sorted(wanted.items()))
+            step.changed = self.target.write(path, text, mode=0o600)
+            self.run(["chmod", "600", str(path)])
+            names = ", ".join(self.settings.app.secrets) or "none"
+            step.detail = (f"{path} ({names}; made {', '.join(made)})" if made else
+                           f"{path} updated ({names})" if step.changed else f"{path} ({names})")
+        return digest(text)
+
+    def ensure_model(self, model: Model, scratch: Path) -> str:
+        """The model artifact stored once on the target, named by its checksum."""
+        key = model.sha256[:16]
+        stored = self.layout.models / key
+        with self.step("model") as step:
+            step.detail = f"{model.version} ({model.size_mb:.1f} MB) in {stored}"
+            if self.exists(stored / "manifest.json"):
+                return key
+            tar = scratch / "model.tar"
+            self.local.run(["tar", "-cf", str(tar), "-C", str(model.path), "."])
+            self.unpack(tar, stored)
+            step.changed = True
+        return key
+
+    def unpack(self, tar: Path, destination: Path) -> None:
+        """A tar file from this machine, unpacked at destination on the target (all or nothing)."""
+        partial = destination.with_name(f".{destination.name}.partial")
+        upload = destination.with_name(f".{destination.name}.tar")
+        self.run(["rm", "-rf", str(partial)])
+        self.run(["mkdir", "-p", str(partial)])
+        self.target.upload(tar, upload)
+        self.run(["tar", "-xf", str(upload), "-C", str(partial)])
+        self.run(["rm", "-f", str(upload)])
+        self.run(["mv", "-T", str(partial), str(destination)])
+
+    def ensure_venv(self, source: Source, facts: HostFacts) -> str:
+        """A Python environment for the dependency lock; reused while the lock (and Python) stay the same."""
+        key = digest(source.lock, facts.python_version, facts.architecture)
+        venv = self.layout.venvs / key
+        done = venv / ".complete"
+        with self.step("python") as step:
+            step.detail = f"{venv} ({LOCK_FILE} unchanged, pip skipped)"
+            if self.exists(done):
+                return key
+            # Made in its final place (a venv's scripts name their path), finished when .complete exists.
+            self.run(["rm", "-rf", str(venv)])
+            try:
+                self.run([self.python, "-m", "venv", str(venv)])
+            except CommandFailed as exc:
+                raise DeployError(f"cannot make a Python environment on {self.target.name}: {exc}\n"
+                                  "install python3-venv (apt-get install python3-venv) and deploy again") from None
+            self.target.write(venv / LOCK_FILE, source.lock)
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            try:
+                self.run([*pip, "-r", str(venv / LOCK_FILE)], timeout=1800)
+            except CommandFailed as exc:
+                raise DeployError(f"pip could not install {LOCK_FILE} on {self.target.name}: {exc}") from None
+            self.run(["touch", str(done)])
+            step.changed = True
+            step.detail = f"{venv} (installed {LOCK_FILE})"
+        return key
+
+    def ensure_release(self, source: Source, app: App, venv: str, model: str, model_version: str,
+                       secrets_digest: str, scratch: Path) -> Release:
+        """The release for this revision, environment, model and settings: found, or made."""
+        gunicorn_conf = render_gunicorn_conf(app)
+        settings = {k: vars(v) for k, v in vars(self.settings).items() if k != "source"}
+        identity = digest(source.tree, venv, model, settings, secrets_digest)
+        with self.step("release") as step:
+            for release in self.releases():
+                if release.identity == identity:
+                    step.detail = f"{release.id} (already made: same code, environment, model and settings)"
+                    return release
+            release = Release(
+                id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{source.label}",
+                revision=source.label, identity=identity, venv=venv, model=model, model_version=model_version,
+                workers=app.plan.workers, explanation=app.plan.explanation, created=now())
+            path = self.layout.releases / release.id
+            self.unpack(archive(self.local, source, scratch / "release.tar"), path)
+            self.link(f"../../venvs/{venv}", path / "venv")
+            self.link(f"../../models/{model}", path / "model")
+            self.target.write(path / "gunicorn.conf.py", gunicorn_conf)
+            self.target.write(path / "release.json", json.dumps(asdict(release)) + "\n")
+            step.changed = True
+            step.detail = f"{release.id} ({release.workers} workers)"
+        return release
+
+    # ---- processes ----------------------------------------------------------------------------
+
+    def supervisord_pid(self) -> int | None:
+        result = self.run(commands.supervisorctl(self.layout, "pid"), check=False)
+        return int(result.stdout) if result.exited == 0 and result.stdout.strip().isdigit() else None
+
+    def program(self, color: str) -> Program:
+        name = commands.program(self.layout, color)
+        result = self.run(commands.supervisorctl(self.layout, "status", name), check=False)
+        parts = result.stdout.split(None, 2)
+        if len(parts) < 2 or parts[0] != name:
+            return Program(name, color, "DOWN")
+        pid = re.search(r"pid (\d+)", result.stdout)
+        uptime = re.search(r"uptime (\S+)", result.stdout)
+        return Program(name, color, parts[1], int(pid.group(1)) if pid else None,
+                       uptime.group(1) if uptime else "", self.release_of(color))
+
+    def nginx_pid(self) -> int | None:
+        text = (self.target.read(commands.nginx_pid_file(self.layout)) or "").strip()
+        if text.isdigit() and self.run(commands.alive(int(text)), check=False).exited == 0:
+            return int(text)
+        return None
+
+    def wait(self, done: Callable[[], bool], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def log_since(self, color: str, offset: int) -> str:
+        """The last lines a program wrote to its log after offset (bytes)."""
+        log = self.layout.log_dir / f"{color}.log"
+        out = self.run(["tail", "-c", f"+{offset + 1}", str(log)], check=False).stdout
+        lines = out.splitlines()[-LOG_LINES:]
+        return "\n".join(f"    {line}" for line in lines) or "    (nothing)"
+
+    def log_size(self, color: str) -> int:
+        out = self.run(["stat", "-c", "%s", str(self.layout.log_dir / f"{color}.log")], check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def ask(self, paths: list[str], wait: float = 0, color: str | None = None) -> list[dict]:
+        """Answers of gunicorn (a color's socket) or, without a color, of nginx, asked on the target."""
+        if color:
+            argv = commands.probe(self.python, paths=paths, socket=self.layout.socket(color), wait=wait)
+        else:
+            argv = commands.probe(self.python, paths=paths, port=self.settings.local.port,
+                                  host=self.settings.nginx.server_names[0], wait=wait)
+        out = self.run(argv, timeout=wait + 60).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    # ---- configs ------------------------------------------------------------------------------
+
+    def app(self, facts: HostFacts, model_mb: float) -> App:
+        settings = self.settings
+        if settings.model.size_mb == "auto":  # the size of the model being deployed, not of a path here
+            settings = _with(settings, "model", size_mb=max(1, round(model_mb)))
+        return plan_app(settings, self.layout, facts)
+
+    def files(self, app: App, facts: HostFacts, live: str) -> dict[str, dict[Path, str]]:
+        """The target's config files (not the release's) for a live color, by who reads them."""
+        grouped: dict[str, dict[Path, str]] = {"nginx": {}, "supervisor": {}}
+        for file in render([app], facts, live):
+            if file.destination is None or file.destination == self.layout.gunicorn_conf(live):
+                continue
+            reader = "supervisor" if "supervisor" in file.destination.parts else "nginx"
+            grouped[reader][file.destination] = file.content
+        return grouped
+
+    def write_files(self, files: dict[Path, str]) -> dict[Path, str | None]:
+        """Writes the files; returns the earlier content of each one that changed (None: it was new)."""
+        earlier = {}
+        for path, text in files.items():
+            before = self.target.read(path)
+            if before != text:
+                self.target.write(path, text)
+                earlier[path] = before
+        return earlier
+
+    def restore(self, earlier: dict[Path, str | None]) -> None:
+        for path, text in earlier.items():
+            if text is None:
+                self.run(["rm", "-f", str(path)])
+            else:
+                self.target.write(path, text)
+
+    def ensure_supervisord(self, files: dict[Path, str], idle: list[str]) -> bool:
+        """supervisord runs with these program files; only the idle colors' programs are updated
+        (updating a running program restarts it). Returns whether anything changed."""
+        earlier = self.write_files(files)
+        if self.supervisord_pid() is None:
+            self.run(commands.supervisord_start(self.layout))
+            if not self.wait(lambda: self.supervisord_pid() is not None, 30):
+                raise DeployError(f"supervisord did not start: see {self.layout.host_root}/log/supervisord.log")
+            return True
+        if idle:
+            self.run(commands.supervisorctl(self.layout, "reread"))
+            for color in idle:
+                self.run(commands.supervisorctl(self.layout, "update", commands.program(self.layout, color)))
+        return bool(earlier)
+
+    def nginx_test(self) -> None:
+        result = self.run(commands.nginx(self.layout, self.nginx_binary, "-t", "-q"), check=False)
+        if result.exited != 0:
+            raise DeployError(f"nginx -t refused the new configuration:\n{(result.stdout + result.stderr).strip()}")
+
+    def ensure_nginx(self, files: dict[Path, str]) -> str:
+        """nginx runs with these files: checked with nginx -t first (the old files are put back if it
+        fails), then a graceful reload, waiting until the old workers have finished their requests."""
+        earlier = self.write_files(files)
+        try:
+            self.nginx_test()
+        except DeployError:
+            self.restore(earlier)
+            raise
+        master = self.nginx_pid()
+        if master is None:
+            result = self.run(commands.nginx(self.layout, self.nginx_binary), check=False)
+            if result.exited != 0 or not self.wait(lambda: self.nginx_pid() is not None, 10):
+                self.restore(earlier)
+                raise DeployError(f"nginx did not start: {(result.stdout + result.stderr).strip()}\n"
+                                  f"if the port is taken, set [local] port in deploy.toml")
+            return "started"
+        if not earlier:
+            return ""
+        old_workers = self.run(commands.children(master), check=False).stdout.split()
+        self.run(commands.nginx(self.layout, self.nginx_binary, "-s", "reload"))
+        gone = lambda: not set(old_workers) & set(self.run(commands.children(master), check=False).stdout.split())
+        if not self.wait(gone, self.settings.gunicorn.timeout + 10):
+            raise DeployError(f"nginx's old workers ({', '.join(old_workers)}) did not finish within "
+                              f"{self.settings.gunicorn.timeout + 10} s after the reload")
+        return "reloaded"
+
+    # ---- readiness ----------------------------------------------------------------------------
+
+    def wait_ready(self, color: str, release: Release, log_offset: int) -> str:
+        """Until the color answers /readyz with 200 over its socket and the smoke query as expected."""
+        name = commands.program(self.layout, color)
+        timeout = self.settings.deploy.ready_timeout
+        deadline = time.monotonic() + timeout
+        smoke = self.settings.deploy.smoke_path
+        paths = ["/readyz"] + ([smoke] if smoke else [])
+        answers: list[dict] = []
+        while True:
+            answers = self.ask(paths, wait=max(0.0, min(5.0, deadline - time.monotonic())), color=color)
+            if answers[0]["status"] == 200:
+                break
+            state = self.program(color).state
+            if state in ("FATAL", "EXITED", "STOPPED", "DOWN"):
+                raise DeployError(f"{name} stopped before it was ready ({state})")
+            if time.monotonic() >= deadline:
+                last = answers[0].get("body") or answers[0].get("error", "")
+                raise DeployError(f"{name} did not answer /readyz with 200 within {timeout} s "
+                                  f"([deploy] ready_timeout); last answer: {answers[0]['status']} {last.strip()[:300]}")
+        if smoke:
+            problem = smoke_problem(answers[1], release)
+            if problem:
+                raise DeployError(f"{name} is ready but the smoke query failed: GET {smoke}: {problem}")
+        return f"/readyz 200" + (f", GET {smoke} {answers[1]['status']}" if smoke else "")
+
+    # ---- the cutover --------------------------------------------------------------------------
+
+    def activate(self, release: Release, facts: HostFacts, app: App) -> Step:
+        """Make release the live one: start it on the idle color, gate on readiness, switch nginx."""
+        layout = self.layout
+        live = self.live_color()
+        with self.step("cutover") as step:
+            if live and self.release_of(live) == release.id:
+                # Already live: only bring back what is not running (after `fab stop`, or a reboot).
+                files = self.files(app, facts, live)
+                started = self.ensure_supervisord(files["supervisor"], idle=[])
+                program = self.program(live)
+                if program.state not in ("RUNNING", "STARTING"):
+                    self.start(live, release)
+                    started = True
+                elif program.state == "STARTING" or started:
+                    self.wait_ready(live, release, 0)
+                nginx = self.ensure_nginx(files["nginx"])
+                step.changed = started or bool(nginx)
+                step.detail = f"{release.id} is live on {live}" + (" (started it)" if step.changed else "")
+                return step
+            new = next(c for c in COLORS if c != live) if live else COLORS[0]
+            old_release = self.release_of(live) if live else None
+            if self.program(new).state not in ("STOPPED", "EXITED", "FATAL", "DOWN"):
+                self.run(commands.supervisorctl(layout, "stop", commands.program(layout, new)), timeout=120)
+            self.link(f"releases/{release.id}", layout.release(new))
+            self.ensure_supervisord(self.files(app, facts, live or new)["supervisor"], idle=[new])
+            self.start(new, release)
+            try:
+                self.ensure_nginx(self.files(app, facts, new)["nginx"])
+                self.verify()
+            except (DeployError, CommandFailed):
+                self.stop_program(new)
+                if live:  # nginx back to the old color (its files were written; the reload may have happened)
+                    self.ensure_nginx(self.files(app, facts, live)["nginx"])
+                raise
+            self.link(new, layout.current)
+            if live:
+                self.stop_program(live)
+                # The old color's program is stopped now: its autostart can change without a restart.
+                self.ensure_supervisord(self.files(app, facts, new)["supervisor"], idle=[live])
+            step.changed = True
+            step.detail = f"{release.id} live on {new}" + (f"; {old_release} on {live} stopped" if live else "")
+        return step
+
+    def start(self, color: str, release: Release) -> None:
+        """Start a color's program and wait until it is ready; if it is not, stop it and say why."""
+        name = commands.program(self.layout, color)
+        offset = self.log_size(color)
+        try:
+            result = self.run(commands.supervisorctl(self.layout, "start", name), check=False, timeout=300)
+            if result.exited != 0 and "already started" not in result.stdout:
+                raise DeployError(f"{name} did not start: {result.stdout.strip()}")
+            self.wait_ready(color, release, offset)
+        except DeployError as exc:
+            self.stop_program(color)
+            raise DeployError(f"{exc}\nthe release {release.id} was not activated; what was serving still is.\n"
+                              f"last lines of {self.layout.log_dir / (color + '.log')}:\n"
+                              f"{self.log_since(color, offset)}") from None
+
+    def stop_program(self, color: str) -> None:
+        """Stop a color's gunicorn gracefully (TERM: requests in flight finish first)."""
+        name = commands.program(self.layout, color)
+        self.run(commands.supervisorctl(self.layout, "stop", name), check=False,
+                 timeout=self.settings.gunicorn.graceful_timeout + 60)
+
+    def verify(self) -> str:
+        """nginx answers /readyz with 200 on the site's port."""
+        answer = self.ask(["/readyz"], wait=10)[0]
+        if answer["status"] != 200:
+            raise DeployError(f"nginx on port {self.settings.local.port} answered /readyz with {answer['status']} "
+                              f"{(answer.get('body') or answer.get('error', '')).strip()[:200]}")
+        return f"http://127.0.0.1:{self.settings.local.port}/readyz 200"
+
+    # ---- tasks --------------------------------------------------------------------------------
+
+    def deploy(self, source: Source, model: Model, environ: dict, facts: HostFacts | None = None) -> Release:
+        """Ship the source and model as a release and make it live; see the module's docstring."""
+        with self.locked("deploy"), tempfile.TemporaryDirectory(prefix="modelhost-deploy-") as scratch:
+            scratch = Path(scratch)
+            facts = facts or gather(self.target)
+            self.ensure_prerequisites()
+            self.ensure_directories()
+            secrets_digest = self.ensure_secrets(environ)
+            model_key = self.ensure_model(model, scratch)
+            venv = self.ensure_venv(source, facts)
+            app = self.app(facts, model.size_mb)
+            release = self.ensure_release(source, app, venv, model_key, model.version, secrets_digest, scratch)
+            self.go_live("deploy", release, facts, app)
+            self.prune()
+        return release
+
+    def rollback(self, to: str | None = None, facts: HostFacts | None = None) -> Release:
+        """Make an earlier release live again: the one before the live one, or the one named."""
+        with self.locked("rollback"):
+            releases = self.releases()
+            live = self.live_color()
+            current = self.release_of(live) if live else None
+            if to:
+                chosen = next((r for r in releases if r.id == to), None)
+                if chosen is None:
+                    raise DeployError(f"no release {to} on {self.target.name}; fab releases lists them")
+            else:
+                went_live = {h["release"] for h in self.history() if h["result"] == "ok"}
+                older = [r for r in releases if current and r.id < current and r.id in went_live]
+                if not older:
+                    raise DeployError(f"nothing to roll back to on {self.target.name}: no release older than "
+                                      f"{current or 'the live one'} has been live (fab releases lists them)")
+                chosen = older[-1]
+            facts = facts or gather(self.target)
+            self.ensure_prerequisites()
+            # The release keeps its own gunicorn settings; the target's files do not depend on them.
+            self.go_live("rollback", chosen, facts, self.app(facts, model_mb=1))
+        return chosen
+
+    def go_live(self, action: str, release: Release, facts: HostFacts, app: App) -> None:
+        try:
+            step = self.activate(release, facts, app)
+            with self.step("verify") as check:
+                check.detail = self.verify()
+        except (DeployError, CommandFailed):
+            self.record(action, release.id, None, "failed")
+            raise
+        if step.changed:
+            self.record(action, release.id, self.live_color(), "ok")
+
+    def prune(self) -> None:
+        """Keep the newest [deploy] keep_releases releases and whatever blue, green or current use."""
+        with self.step("prune") as step:
+            releases = self.releases()
+            kept_ids = {r.id for r in releases[-self.settings.deploy.keep_releases:]}
+            kept_ids |= {target.rsplit("/", 1)[-1] for target in self.links().values() if target}
+            kept = [r for r in releases if r.id in kept_ids]
+            removed = {}
+            for kind, used in (("releases", kept_ids), ("venvs", {r.venv for r in kept}),
+                               ("models", {r.model for r in kept})):
+                listing = self.run(["ls", "-A", str(self.layout.root / kind)], check=False).stdout.split()
+                removed[kind] = [self.layout.root / kind / name for name in listing if name not in used]
+            paths = [str(path) for found in removed.values() for path in found]
+            if paths:
+                self.run(["rm", "-rf", *paths])
+            step.changed = bool(paths)
+            step.detail = (", ".join(f"removed {len(found)} {kind}" for kind, found in removed.items() if found)
+                           if paths else f"{len(kept)} releases kept ([deploy] keep_releases = "
+                                         f"{self.settings.deploy.keep_releases})")
+
+    def status(self) -> Status:
+        live = self.live_color()
+        releases = {r.id: r for r in self.releases()}
+        supervisord = self.supervisord_pid()
+        programs = [self.program(color) if supervisord else Program(commands.program(self.layout, color), color,
+                                                                     "DOWN", release=self.release_of(color))
+                    for color in COLORS]
+        status = Status(target=self.target.name, url=f"http://127.0.0.1:{self.settings.local.port}/",
+                        supervisord=supervisord, nginx=self.nginx_pid(), live=live,
+                        release=releases.get(self.release_of(live)) if live else None, programs=programs)
+        if live and any(p.color == live and p.state == "RUNNING" for p in programs):
+            answer = self.ask(["/readyz"], color=live)[0]
+            status.ready = f"{answer['status']} {(answer.get('body') or answer.get('error', '')).strip()}"
+        if status.nginx:
+            answer = self.ask(["/readyz"])[0]
+            status.through_nginx = f"{answer['status']} {(answer.get('body') or answer.get('error', '')).strip()}"
+        return status
+
+    def log_files(self, what: str) -> list[Path]:
+        live = self.live_color() or COLORS[0]
+        host_log = (self.layout.host_root or Path("/var/log")) / "log"
+        files = {"app": [self.layout.log_dir / f"{live}.log"],
+                 "nginx": [host_log / "nginx-error.log", host_log / "nginx-access.log"],
+                 "supervisord": [host_log / "supervisord.log"]}
+        if what not in files:
+            raise DeployError(f"--what {what}: must be one of {', '.join(files)}")
+        return files[what]
+
+    def stop(self) -> list[int]:
+        """Stop gunicorn (both colors), supervisord and nginx; returns the pids that were stopped."""
+        pids: list[int] = []
+        supervisord = self.supervisord_pid()
+        if supervisord:
+            pids.append(supervisord)
+            pids += [p.pid for p in (self.program(c) for c in COLORS) if p.pid]
+            self.run(commands.supervisorctl(self.layout, "shutdown"), check=False)
+        nginx = self.nginx_pid()
+        if nginx:
+            pids.append(nginx)
+            self.locate_nginx()
+            self.run(commands.nginx(self.layout, self.nginx_binary, "-s", "quit"), check=False)
+        timeout = self.settings.gunicorn.graceful_timeout + 30
+        if not self.wait(lambda: all(self.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):
+            raise DeployError(f"processes still running {timeout} s after stopping: {pids}")
+        return pids
+
+
+def smoke_problem(answer: dict, release: Release) -> str:
+    """What is wrong with the smoke query's answer ("" when nothing)."""
+    if answer["status"] != 200:
+        return f"{answer['status']} {(answer.get('body') or answer.get('error', '')).strip()[:300]}"
+    with contextlib.suppress(ValueError):
+        body = json.loads(answer["body"])
+        if isinstance(body, dict) and "sha256" in body and not body["sha256"].startswith(release.model):
+            return f"it serves model {body.get('version')}, not the deployed {release.model_version}"
+    return ""
+
+
+def _with(settings, section: str, **values):
+    """A copy of settings with some values of one section replaced."""
+    copy = SimpleNamespace(**vars(settings))
+    setattr(copy, section, SimpleNamespace(**{**vars(getattr(settings, section)), **values}))
+    return copy

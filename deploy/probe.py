@@ -1,0 +1,60 @@
+"""HTTP checks run on the target itself: `python3 -c <this file's source> SPEC` (standard library only).
+
+A deploy asks a new gunicorn, over its own unix socket, for /readyz until it answers 200 or a
+deadline passes, then for a smoke query; it asks nginx the same on its port. Running on the target
+keeps that one command per check, over SSH too, and needs nothing installed there but python3.
+
+SPEC is JSON: {"socket": path or "", "port": n, "host": Host header, "paths": [...], "wait": seconds}.
+The first path is retried until it answers 200 or `wait` runs out; the others are asked once
+after it. Prints one JSON object per path: {"path", "status" (0 if no answer), "body" or "error"}.
+"""
+import http.client
+import json
+import socket
+import sys
+import time
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def ask(spec, path, timeout=10.0):
+    if spec.get("socket"):
+        connection = UnixConnection(spec["socket"], timeout)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Host": spec.get("host", "localhost")})
+        response = connection.getresponse()
+        return {"path": path, "status": response.status, "body": response.read(4096).decode("utf-8", "replace")}
+    except (OSError, http.client.HTTPException) as exc:
+        return {"path": path, "status": 0, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        connection.close()
+
+
+def main(argv):
+    spec = json.loads(argv[1])
+    first, rest = spec["paths"][0], spec["paths"][1:]
+    deadline = time.monotonic() + spec.get("wait", 0)
+    while True:
+        answer = ask(spec, first)
+        if answer["status"] == 200 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    answers = [answer] + ([ask(spec, path) for path in rest] if answer["status"] == 200 else [])
+    for answer in answers:
+        print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,92 @@
+"""What a deploy ships, read on the machine that runs `fab`: a git revision of the app and its model.
+
+A release is a git revision, never the working tree as it happens to be: a tree with uncommitted
+changes is refused unless asked for, and then its tracked files are shipped as a commit of their
+own (`git stash create`, which changes nothing in the checkout).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.target import CommandFailed, Target
+
+LOCK_FILE = "requirements.lock"
+
+
+class SourceError(Exception):
+    """The app or its model cannot be shipped as it is; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Source:
+    checkout: Path  # the top of the git checkout that holds deploy.toml
+    commit: str  # what is archived
+    tree: str  # the content's identity: the same files give the same tree, committed or not
+    label: str  # short revision, "+dirty" when uncommitted changes are shipped
+    lock: str  # requirements.lock's text: the Python environment's identity
+
+
+def git(local: Target, checkout: Path, *args: str) -> str:
+    return local.run(["git", "-C", str(checkout), *args]).stdout.strip()
+
+
+def read_source(local: Target, base_dir: Path, allow_dirty: bool = False) -> Source:
+    """The revision to deploy from the git checkout holding base_dir."""
+    try:
+        checkout = Path(git(local, base_dir, "rev-parse", "--show-toplevel"))
+    except CommandFailed:
+        raise SourceError(f"{base_dir} is not in a git checkout: fab deploy ships a git revision "
+                          "(git init && git add -A && git commit -m 'first')") from None
+    try:
+        head = git(local, checkout, "rev-parse", "--verify", "HEAD")
+    except CommandFailed:
+        raise SourceError(f"{checkout} has no commit yet: commit the app first (git add -A && git commit)") from None
+    changed = git(local, checkout, "status", "--porcelain", "--untracked-files=no").splitlines()
+    commit = head
+    if changed:
+        if not allow_dirty:
+            listed = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
+            raise SourceError(f"{checkout} has uncommitted changes ({listed}): commit them, or deploy the "
+                              "files as they are with `fab deploy --allow-dirty`")
+        commit = git(local, checkout, "stash", "create") or head
+    lock_path = checkout / LOCK_FILE
+    if not lock_path.is_file():
+        raise SourceError(f"{checkout} has no {LOCK_FILE}: the release's Python environment is installed from it "
+                          "(pip-compile -o requirements.lock pyproject.toml)")
+    return Source(checkout=checkout, commit=commit, tree=git(local, checkout, "rev-parse", f"{commit}^{{tree}}"),
+                  label=head[:7] + ("+dirty" if changed else ""), lock=lock_path.read_text())
+
+
+def archive(local: Target, source: Source, out: Path) -> Path:
+    """The revision's files as a tar file at out."""
+    local.run(["git", "-C", str(source.checkout), "archive", "--format=tar", "-o", str(out), source.commit])
+    return out
+
+
+@dataclass(frozen=True)
+class Model:
+    path: Path
+    sha256: str  # of the manifest's file list: the artifact's identity
+    version: str
+    size_mb: float
+
+
+def read_model(path: Path) -> Model:
+    """The model artifact at path, every file checked against its manifest's sha256."""
+    from app.model import ModelError, check_files, read_manifest
+
+    try:
+        manifest = read_manifest(path)
+        check_files(path, manifest, hashes=True)
+    except ModelError as exc:
+        raise SourceError(f"{exc} ([model] path in deploy.toml)") from None
+    size = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
+    return Model(path=path, sha256=manifest["sha256"], version=manifest["version"], size_mb=size)
+
+
+def digest(*parts) -> str:
+    """A short, stable identity of JSON-able parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
