@@ -516,6 +516,7 @@ class Deployment:
                     started = True
                 elif program.state == "STARTING" or started:
                     self.wait_ready(live, release, 0)
+                    self.wait_running(live)
                 nginx = self.ensure_nginx(files["nginx"])
                 step.changed = started or bool(nginx)
                 step.detail = f"{release.id} is live on {live}" + (" (started it)" if step.changed else "")
@@ -553,11 +554,18 @@ class Deployment:
             if result.exited != 0 and "already started" not in result.stdout:
                 raise DeployError(f"{name} did not start: {result.stdout.strip()}")
             self.wait_ready(color, release, offset)
+            self.wait_running(color)
         except DeployError as exc:
             self.stop_program(color)
             raise DeployError(f"{exc}\nthe release {release.id} was not activated; what was serving still is.\n"
                               f"last lines of {self.layout.log_dir / (color + '.log')}:\n"
                               f"{self.log_since(color, offset)}") from None
+
+    def wait_running(self, color: str) -> None:
+        """Until supervisor counts the program as started (RUNNING: up for its startsecs)."""
+        if not self.wait(lambda: self.program(color).state == "RUNNING", 30):
+            raise DeployError(f"{commands.program(self.layout, color)} answered but did not stay up "
+                              f"(supervisor says {self.program(color).state})")
 
     def stop_program(self, color: str) -> None:
         """Stop a color's gunicorn gracefully (TERM: requests in flight finish first)."""

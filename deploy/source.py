@@ -44,7 +44,9 @@ def read_source(local: Target, base_dir: Path, allow_dirty: bool = False) -> Sou
         head = git(local, checkout, "rev-parse", "--verify", "HEAD")
     except CommandFailed:
         raise SourceError(f"{checkout} has no commit yet: commit the app first (git add -A && git commit)") from None
-    changed = git(local, checkout, "status", "--porcelain", "--untracked-files=no").splitlines()
+    # Not stripped: each line starts with two status columns ("XY path").
+    changed = local.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"]
+                        ).stdout.splitlines()
     commit = head
     if changed:
         if not allow_dirty:

@@ -1,0 +1,264 @@
+"""`fab deploy` with no host, for real: nginx, supervisord and gunicorn on this machine, as this user,
+under a temporary root on a free port, deploying a git checkout made from this one.
+
+The tests run in order and share one target: first deploy, no-op, status, code change under load,
+rollback under load, a release that never gets ready, a concurrent deploy, a dirty tree, stop.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ROOT, assert_gone, children, free_port
+
+pytestmark = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
+                                reason="needs nginx: apt-get install nginx")
+FAB = Path(sys.executable).parent / "fab"
+MIN_REQUESTS = 2000
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> None:
+    file = repo / path
+    text = file.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    file.write_text(text.replace(old, new, 1))
+    git(repo, "commit", "-qam", message)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, demo_model):
+    """A git checkout of this app with a deploy.toml for a temporary root and a free port."""
+    base = tmp_path_factory.mktemp("deploy")
+    repo = base / "app"
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
+                             text=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file() and not name.startswith("tests/golden/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    port = free_port()
+    (repo / "deploy.toml").write_text(f"""
+[model]
+path = "{demo_model}"
+[gunicorn]
+workers = 2
+graceful_timeout = 10
+[nginx]
+rate_limit = "off"
+[deploy]
+ready_timeout = 20
+keep_releases = 3
+[local]
+root = "{base / 'host'}"
+port = {port}
+""")
+    git(repo, "init", "-q")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "the app")
+    git(repo, "config", "user.name", "test")
+    git(repo, "config", "user.email", "test@example.com")
+    yield repo, port, base / "host"
+    fab("stop", "--settings", str(repo / "deploy.toml"))
+
+
+def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def deploy(site, *args: str) -> subprocess.CompletedProcess:
+    return fab("deploy", "--settings", str(site[0] / "deploy.toml"), *args)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def request(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Host": "localhost"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def steady_load(port: int, threads: int = 4, limit: float = 300):
+    """Requests through nginx from several threads, a new connection each, until the block is over
+    and at least MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
+    counts: collections.Counter = collections.Counter()
+    lock, stop = threading.Lock(), threading.Event()
+    paths = ["/readyz", "/api/v1/similar?word=fire&topn=2", "/livez"]
+
+    def send(index: int) -> None:
+        n = index
+        while not stop.is_set():
+            n += 1
+            try:
+                status, _ = request(port, paths[n % len(paths)])
+                outcome = status
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            with lock:
+                counts[outcome] += 1
+
+    workers = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + limit
+    try:
+        yield counts
+    finally:
+        while sum(counts.values()) < MIN_REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+
+
+def livez(port: int) -> dict:
+    status, body = request(port, "/livez")
+    assert status == 200
+    return json.loads(body)
+
+
+def test_first_deploy_serves_the_ui_the_api_and_readyz_through_nginx(site):
+    repo, port, _ = site
+    out = ok(deploy(site))
+    assert f"open http://127.0.0.1:{port}/" in out and "curl '" in out
+    for step in ("prerequisites", "directories", "secrets", "model", "python", "release", "cutover", "verify"):
+        assert f"  {step}" in out
+    status, page = request(port, "/")
+    assert status == 200 and b"<form" in page
+    status, body = request(port, "/api/v1/similar?word=fire&topn=3")
+    assert status == 200 and len(json.loads(body)["results"]) == 3
+    status, body = request(port, "/readyz")
+    assert status == 200 and json.loads(body)["status"] == "ready"
+
+
+def test_a_second_deploy_changes_nothing(site):
+    out = ok(deploy(site))
+    steps = dict(re.findall(r"^  (\w+) +(changed|unchanged) ", out, re.M))
+    assert len(steps) == 9 and set(steps.values()) == {"unchanged"}, out
+    assert " 0 of 9 steps changed something" in out
+
+
+def test_status_shows_the_live_processes(site):
+    out = ok(fab("status", "--settings", str(site[0] / "deploy.toml")))
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    live = lines["modelhost-blue"]
+    assert "RUNNING" in live and "(live)" in live
+    pid = int(live.split("pid ")[1].split(",")[0])
+    assert Path(f"/proc/{pid}").exists() and len(children(pid)) == 2  # the master and its 2 workers
+    assert "STOPPED" in lines["modelhost-green"]
+    assert "2 workers" in lines["release"]
+    assert lines["ready"].split()[1] == "200" and "/readyz through nginx: 200" in lines["nginx"]
+    supervisord = int(lines["supervisord"].split("pid ")[1])
+    assert Path(f"/proc/{supervisord}").exists()
+
+
+def test_a_code_change_goes_live_without_a_failed_request(site):
+    repo, port, _ = site
+    commit_change(repo, "app/health.py", 'return jsonify({"status": "ok"})',
+                  'return jsonify({"status": "ok", "build": "two"})', "livez says which build")
+    with steady_load(port) as counts:
+        out = ok(deploy(site))
+    assert "live on green" in out and "on blue stopped" in out
+    assert "python        unchanged" in out  # a code-only deploy skips pip
+    assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
+    assert livez(port) == {"status": "ok", "build": "two"}
+
+
+def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(site):
+    repo, port, _ = site
+    with steady_load(port) as counts:
+        ok(fab("rollback", "--settings", str(repo / "deploy.toml")))
+    assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
+    assert livez(port) == {"status": "ok"}
+    out = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
+    newest, older = out.splitlines()[:2]
+    assert newest.rstrip().endswith("green") and older.rstrip().endswith("blue (live)")
+
+
+def test_a_release_that_never_gets_ready_is_stopped_and_the_old_one_keeps_serving(site):
+    repo, port, _ = site
+    commit_change(repo, "app/health.py", '    model_state = state()\n',
+                  '    model_state = state()\n    return jsonify({"status": "not ready", "reason": "broken"}), 503\n',
+                  "a broken readiness check")
+    result = deploy(site)
+    assert result.returncode == 1
+    assert "modelhost-green did not answer /readyz with 200 within 20 s" in result.stderr
+    assert "broken" in result.stderr  # its last answer
+    assert "what was serving still is" in result.stderr and "last lines of" in result.stderr
+    assert request(port, "/readyz")[0] == 200 and livez(port) == {"status": "ok"}
+    status = ok(fab("status", "--settings", str(repo / "deploy.toml")))
+    assert "STOPPED" in next(line for line in status.splitlines() if "modelhost-green" in line)
+    git(repo, "revert", "--no-edit", "HEAD")
+
+
+def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
+    repo, port, host = site
+    commit_change(repo, "app/health.py", '"build": "two"', '"build": "three"', "build three")
+    first = subprocess.Popen([str(FAB), "deploy", "--settings", str(repo / "deploy.toml")], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = host / "modelhost" / "deploy.lock" / "holder"
+        deadline = time.monotonic() + 60
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = deploy(site)
+        assert second.returncode == 1
+        assert "another deploy is running on this machine: deploy by " in second.stderr
+        assert f"(pid {first.pid})" in second.stderr and "rm -r " in second.stderr
+    finally:
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert livez(port) == {"status": "ok", "build": "three"}
+
+
+def test_a_dirty_checkout_is_refused_unless_asked(site):
+    repo, port, _ = site
+    (repo / "app" / "health.py").write_text((repo / "app" / "health.py").read_text() + "\n# local edit\n")
+    try:
+        result = deploy(site)
+        assert result.returncode == 1
+        assert "has uncommitted changes (app/health.py): commit them, or deploy" in result.stderr
+        assert "--allow-dirty" in result.stderr
+        out = ok(deploy(site, "--allow-dirty"))
+        assert "+dirty" in out
+    finally:
+        git(repo, "checkout", "-q", "app/health.py")
+
+
+def test_stop_leaves_no_process_behind(site):
+    repo, _, host = site
+    pids = []
+    for pid_file in ("run/supervisord.pid", "run/nginx.pid"):
+        pid = int((host / pid_file).read_text())
+        pids += [pid, *children(pid)]
+    for pid in list(pids):
+        pids += children(pid)  # gunicorn's workers
+    assert len(pids) >= 6  # supervisord, a gunicorn master and 2 workers, nginx and a worker
+    out = ok(fab("stop", "--settings", str(repo / "deploy.toml")))
+    assert out.startswith("stopped ")
+    assert_gone(pids, "deployed")
+    assert ok(fab("stop", "--settings", str(repo / "deploy.toml"))).strip() == "nothing was running"
