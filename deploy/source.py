@@ -53,7 +53,9 @@ def read_source(local: Target, base_dir: Path, allow_dirty: bool = False) -> Sou
             listed = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
             raise SourceError(f"{checkout} has uncommitted changes ({listed}): commit them, or deploy the "
                               "files as they are with `fab deploy --allow-dirty`")
-        commit = git(local, checkout, "stash", "create") or head
+        # stash create needs an identity to write its commit object, even where git has none set up.
+        commit = git(local, checkout, "-c", "user.name=modelhost", "-c", "user.email=modelhost@localhost",
+                     "stash", "create") or head
     lock_path = checkout / LOCK_FILE
     if not lock_path.is_file():
         raise SourceError(f"{checkout} has no {LOCK_FILE}: the release's Python environment is installed from it "

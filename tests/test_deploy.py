@@ -235,9 +235,13 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
     assert livez(port) == {"status": "ok", "build": "three"}
 
 
+def edit_without_committing(repo: Path) -> None:
+    (repo / "app" / "health.py").write_text((repo / "app" / "health.py").read_text() + "\n# local edit\n")
+
+
 def test_a_dirty_checkout_is_refused_unless_asked(site):
     repo, port, _ = site
-    (repo / "app" / "health.py").write_text((repo / "app" / "health.py").read_text() + "\n# local edit\n")
+    edit_without_committing(repo)
     try:
         result = deploy(site)
         assert result.returncode == 1
@@ -262,3 +266,18 @@ def test_stop_leaves_no_process_behind(site):
     assert out.startswith("stopped ")
     assert_gone(pids, "deployed")
     assert ok(fab("stop", "--settings", str(repo / "deploy.toml"))).strip() == "nothing was running"
+
+
+def test_a_deploy_after_stop_starts_the_live_release_again_and_makes_nothing_new(site):
+    repo, port, _ = site
+    before = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
+    edit_without_committing(repo)  # the same files as the live release (the dirty one) again
+    try:
+        out = ok(deploy(site, "--allow-dirty"))
+    finally:
+        git(repo, "checkout", "-q", "app/health.py")
+    assert re.search(r"cutover +changed .* is live on \w+ \(started it\)", out), out
+    assert re.search(r"release +unchanged", out)
+    assert request(port, "/readyz")[0] == 200
+    assert ok(fab("releases", "--settings", str(repo / "deploy.toml"))) == before
+    ok(fab("stop", "--settings", str(repo / "deploy.toml")))

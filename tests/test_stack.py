@@ -16,7 +16,7 @@ from invoke import Context
 
 from deploy.facts import gather
 from deploy.layout import COLORS, local_layout
-from deploy.render import plan_app, render
+from deploy.render import plan_app, render, render_gunicorn_conf
 from deploy.settings import check_settings
 from deploy.target import Target
 from deploy.validate import find_nginx
@@ -59,20 +59,21 @@ def stack(demo_model, tmp_path_factory):
                         ("words", {"prefix": "/words", "cache": True, "rate_limit": "2r/s", "rate_limit_burst": 2})):
         settings = check_settings({**common, "app": {"name": name}, "nginx": nginx})
         apps.append(plan_app(settings, local_layout(settings), facts))
-    for file in render(apps, facts)[1:]:
-        file.destination.parent.mkdir(parents=True, exist_ok=True)
-        file.destination.write_text(file.content)
     for app in apps:
         layout = app.layout
         for directory in (layout.log_dir, layout.run_dir, layout.config_dir):
             directory.mkdir(parents=True, exist_ok=True)
         layout.env_file.write_text("FLASK_SECRET_KEY=stack-test\n")
-        for color in COLORS:  # a release: this checkout's app, this venv, the demo model
+        for color in COLORS:  # a release: this checkout's app, this venv, the demo model, its gunicorn.conf.py
             release = layout.release(color)
             release.mkdir(parents=True)
             for name, target in (("venv", Path(sys.prefix)), ("model", demo_model),
                                  ("app", Path(__file__).resolve().parent.parent / "app")):
                 (release / name).symlink_to(target)
+            (release / "gunicorn.conf.py").write_text(render_gunicorn_conf(app))
+    for file in render(apps, facts)[1:]:
+        file.destination.parent.mkdir(parents=True, exist_ok=True)
+        file.destination.write_text(file.content)
     for name in ("run", "log", "nginx/tmp"):
         (root / name).mkdir(parents=True, exist_ok=True)
     supervisord = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(root / "supervisor" / "supervisord.conf")],

@@ -1,0 +1,57 @@
+"""The commands a deploy runs, compared as whole argument lists (no target needed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from deploy import commands
+from deploy.layout import local_layout, system_layout
+from deploy.settings import check_settings
+from tests.servers import gunicorn
+
+SETTINGS = check_settings({"local": {"root": "/home/pi/mh", "port": 8081}})
+LOCAL = local_layout(SETTINGS, user="pi", group="pi", home=Path("/home/pi"))
+SYSTEM = system_layout(SETTINGS)
+
+
+def test_the_local_target_runs_its_own_supervisord_and_nginx_with_a_clean_environment():
+    clean = ["env", "-i", "HOME=/home/pi", f"PATH={commands.CLEAN_PATH}", "LANG=C.UTF-8"]
+    assert commands.supervisord_start(LOCAL) == [
+        *clean, str(commands.TOOLS / "supervisord"), "-c", "/home/pi/mh/supervisor/supervisord.conf"]
+    assert commands.supervisorctl(LOCAL, "start", "modelhost-green") == [
+        str(commands.TOOLS / "supervisorctl"), "-c", "/home/pi/mh/supervisor/supervisord.conf", "start",
+        "modelhost-green"]
+    assert commands.nginx(LOCAL, "/usr/sbin/nginx", "-s", "reload") == [
+        *clean, "/usr/sbin/nginx", "-p", "/home/pi/mh/nginx/", "-c", "/home/pi/mh/nginx/nginx.conf",
+        "-e", "/home/pi/mh/log/nginx-error.log", "-s", "reload"]
+    assert commands.nginx_pid_file(LOCAL) == Path("/home/pi/mh/run/nginx.pid")
+
+
+def test_a_host_uses_its_system_services():
+    assert commands.supervisorctl(SYSTEM, "status") == ["supervisorctl", "status"]
+    assert commands.nginx(SYSTEM, "/usr/sbin/nginx", "-t") == ["/usr/sbin/nginx", "-t"]
+    assert commands.nginx_pid_file(SYSTEM) == Path("/run/nginx.pid")
+
+
+def test_a_symlink_is_switched_by_renaming_a_new_one_over_it():
+    assert commands.symlink("releases/20261122T000000-abc1234", Path("/srv/modelhost/green")) == [
+        ["ln", "-sfn", "releases/20261122T000000-abc1234", "/srv/modelhost/.green.partial"],
+        ["mv", "-Tf", "/srv/modelhost/.green.partial", "/srv/modelhost/green"]]
+
+
+def test_the_probe_waits_for_readyz_then_asks_the_smoke_query(demo_model):
+    with gunicorn(demo_model) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        argv = commands.probe("python3", paths=["/readyz", "/api/v1/model", "/nope"], port=port, wait=5)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["status"] for a in answers] == [200, 200, 404]
+    assert json.loads(answers[1]["body"])["name"] == "demo"
+
+
+def test_the_probe_reports_no_answer_when_nothing_listens(tmp_path):
+    argv = commands.probe("python3", paths=["/readyz", "/api/v1/model"], socket=tmp_path / "none.sock", wait=0.5)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    (answer,) = [json.loads(line) for line in out.splitlines()]  # the smoke query is not asked
+    assert answer["status"] == 0 and "FileNotFoundError" in answer["error"]
