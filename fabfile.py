@@ -18,7 +18,7 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from deploy import settings as deploy_settings
+from deploy import commands, settings as deploy_settings
 from deploy.deployment import DeployError, Deployment, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
@@ -175,12 +175,10 @@ def deploy(c, settings=None, allow_dirty=False):
     source = read_source(Target(c), base_dir, allow_dirty)
     model = read_model(model_path)
     print(f"deploying {d.settings.app.name} {source.label} to {d.layout.host_root} (this machine)", flush=True)
-    steps: list[Step] = []
-    d.report = lambda step: (steps.append(step), print_step(step))
     release = d.deploy(source, model, dict(os.environ))
-    changed = sum(step.changed for step in steps)
+    changed = sum(step.changed for step in d.steps)
     url = f"http://127.0.0.1:{d.settings.local.port}"
-    print(f"{release.id} is live: {changed} of {len(steps)} steps changed something, "
+    print(f"{release.id} is live: {changed} of {len(d.steps)} steps changed something, "
           f"{time.monotonic() - started:.1f} s\n"
           f"open {url}/   (API docs: {url}/docs)\n"
           f"try: curl '{url}/api/v1/similar?word=fire&topn=5'")
@@ -239,16 +237,13 @@ def releases(c, settings=None):
 @task_errors
 def logs(c, settings=None, what="app", lines=50, follow=False):
     """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
-    from deploy import commands
-
     d = local_deployment(c, settings)
-    files = d.log_files(what)
+    argv = commands.tail(d.log_files(what), int(lines), follow)
     if follow:
-        d.target.stream(commands.tail(files[0], int(lines), follow=True)[:-2] + ["--", *map(str, files)])
-        return
-    for path in files:
-        print(f"==> {path} <==")
-        print(d.run(commands.tail(path, int(lines)), check=False).stdout.rstrip() or "(nothing yet)")
+        d.target.stream(argv)
+    else:
+        result = d.run(argv, check=False)
+        print((result.stdout + result.stderr).rstrip())
 
 
 @task(help={"settings": SETTINGS_HELP})

@@ -76,8 +76,9 @@ def symlink(target: str | Path, link: Path) -> list[list[str]]:
     return [["ln", "-sfn", str(target), str(partial)], ["mv", "-Tf", str(partial), str(link)]]
 
 
-def tail(path: Path, lines: int, follow: bool = False) -> list[str]:
-    return ["tail", "-n", str(lines), *(["-F"] if follow else []), "--", str(path)]
+def tail(paths: list[Path], lines: int, follow: bool = False) -> list[str]:
+    """The last lines of each file (with a ==> name <== header); with follow, new lines as they come."""
+    return ["tail", "-v", "-n", str(lines), *(["-F"] if follow else []), "--", *map(str, paths)]
 
 
 def cat_all(directory: Path, name: str) -> list[str]:

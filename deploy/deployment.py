@@ -114,6 +114,7 @@ class Deployment:
 
     def __init__(self, target: Target, settings, layout: Layout, report: Callable[[Step], None] = lambda s: None):
         self.target, self.settings, self.layout, self.report = target, settings, layout, report
+        self.steps: list[Step] = []  # every step reported so far
         self.nginx_binary = "nginx"
         self.python = "python3"
         self.local = Target(Context())  # this machine, where the source and the model are
@@ -129,6 +130,7 @@ class Deployment:
         started = time.monotonic()
         yield step
         step.seconds = time.monotonic() - started
+        self.steps.append(step)
         self.report(step)
 
     def exists(self, path: Path) -> bool:
@@ -672,11 +674,15 @@ class Deployment:
         return status
 
     def log_files(self, what: str) -> list[Path]:
+        """The log files of the live app, nginx, or supervisord."""
         live = self.live_color() or COLORS[0]
-        host_log = (self.layout.host_root or Path("/var/log")) / "log"
-        files = {"app": [self.layout.log_dir / f"{live}.log"],
-                 "nginx": [host_log / "nginx-error.log", host_log / "nginx-access.log"],
-                 "supervisord": [host_log / "supervisord.log"]}
+        if self.layout.kind == "local":
+            logs = self.layout.host_root / "log"
+            nginx, supervisord = [logs / "nginx-error.log", logs / "nginx-access.log"], logs / "supervisord.log"
+        else:  # Debian's places
+            nginx = [Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")]
+            supervisord = Path("/var/log/supervisor/supervisord.log")
+        files = {"app": [self.layout.log_dir / f"{live}.log"], "nginx": nginx, "supervisord": [supervisord]}
         if what not in files:
             raise DeployError(f"--what {what}: must be one of {', '.join(files)}")
         return files[what]

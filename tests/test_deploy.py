@@ -176,6 +176,15 @@ def test_status_shows_the_live_processes(site):
     assert Path(f"/proc/{supervisord}").exists()
 
 
+def test_logs_show_the_live_programs_log_and_nginxs(site):
+    repo, _, host = site
+    out = ok(fab("logs", "--settings", str(repo / "deploy.toml"), "--lines", "200"))
+    assert out.startswith(f"==> {host}/modelhost/log/blue.log <==")
+    assert "Booting worker" in out and '"GET /readyz HTTP/1.0" 200' in out
+    out = ok(fab("logs", "--settings", str(repo / "deploy.toml"), "--what", "nginx", "--lines", "3"))
+    assert f"==> {host}/log/nginx-access.log <==" in out and '"GET /readyz HTTP/1.1" 200' in out
+
+
 def test_a_code_change_goes_live_without_a_failed_request(site):
     repo, port, _ = site
     commit_change(repo, "app/health.py", 'return jsonify({"status": "ok"})',

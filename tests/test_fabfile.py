@@ -1,6 +1,7 @@
 """The Fabric tasks that exist today, run through the real `fab` command."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,11 @@ def fab(*args: str) -> subprocess.CompletedProcess:
 def test_fab_list_shows_every_task_with_its_help():
     result = fab("--list")
     assert result.returncode == 0, result.stderr
-    assert "build-model   Build the demo model" in result.stdout
-    assert "serve         Serve the demo model with gunicorn" in result.stdout
+    helps = dict(re.findall(r"^  ([a-z-]+) +(\S.*)$", result.stdout, re.M))
+    assert set(helps) == {"build-model", "deploy", "logs", "releases", "render", "rollback", "serve", "status",
+                          "stop"}
+    assert helps["deploy"].startswith("Deploy the app's git revision")
+    assert helps["stop"].startswith("Stop everything the local target started")
 
 
 def test_build_model_skips_a_valid_model_and_rebuilds_a_damaged_one(tmp_path, demo_model):
