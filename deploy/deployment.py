@@ -476,7 +476,7 @@ class Deployment:
 
     # ---- readiness ----------------------------------------------------------------------------
 
-    def wait_ready(self, color: str, release: Release, log_offset: int) -> str:
+    def wait_ready(self, color: str, release: Release) -> None:
         """Until the color answers /readyz with 200 over its socket and the smoke query as expected."""
         name = commands.program(self.layout, color)
         timeout = self.settings.deploy.ready_timeout
@@ -499,7 +499,6 @@ class Deployment:
             problem = smoke_problem(answers[1], release)
             if problem:
                 raise DeployError(f"{name} is ready but the smoke query failed: GET {smoke}: {problem}")
-        return f"/readyz 200" + (f", GET {smoke} {answers[1]['status']}" if smoke else "")
 
     # ---- the cutover --------------------------------------------------------------------------
 
@@ -517,7 +516,7 @@ class Deployment:
                     self.start(live, release)
                     started = True
                 elif program.state == "STARTING" or started:
-                    self.wait_ready(live, release, 0)
+                    self.wait_ready(live, release)
                     self.wait_running(live)
                 nginx = self.ensure_nginx(files["nginx"])
                 step.changed = started or bool(nginx)
@@ -533,11 +532,15 @@ class Deployment:
             try:
                 self.ensure_nginx(self.files(app, facts, new)["nginx"])
                 self.verify()
-            except (DeployError, CommandFailed):
+            except (DeployError, CommandFailed) as exc:
+                if live:  # nginx back to the old color first (its files were written; it may have reloaded)
+                    # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
+                    with contextlib.suppress(DeployError, CommandFailed):
+                        self.ensure_nginx(self.files(app, facts, live)["nginx"])
                 self.stop_program(new)
-                if live:  # nginx back to the old color (its files were written; the reload may have happened)
-                    self.ensure_nginx(self.files(app, facts, live)["nginx"])
-                raise
+                serving = f"{old_release} on {live} still serves" if live else "nothing was serving"
+                raise DeployError(f"{exc}\nthe release {release.id} was not activated ({new} is stopped); "
+                                  f"{serving}") from None
             self.link(new, layout.current)
             if live:
                 self.stop_program(live)
@@ -555,7 +558,7 @@ class Deployment:
             result = self.run(commands.supervisorctl(self.layout, "start", name), check=False, timeout=300)
             if result.exited != 0 and "already started" not in result.stdout:
                 raise DeployError(f"{name} did not start: {result.stdout.strip()}")
-            self.wait_ready(color, release, offset)
+            self.wait_ready(color, release)
             self.wait_running(color)
         except DeployError as exc:
             self.stop_program(color)

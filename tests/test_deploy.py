@@ -224,6 +224,25 @@ def test_a_release_that_never_gets_ready_is_stopped_and_the_old_one_keeps_servin
     git(repo, "revert", "--no-edit", "HEAD")
 
 
+def test_a_config_nginx_refuses_never_reaches_it_and_the_old_release_keeps_serving(site):
+    repo, port, host = site
+    site_file = host / "nginx" / "sites" / "localhost.conf"
+    before = site_file.read_text()
+    broken = host / "nginx" / "sites" / "zz-by-hand.conf"
+    broken.write_text("server { listen maybe; }\n")  # a file someone put there by hand
+    commit_change(repo, "app/health.py", '"build": "two"', '"build": "nginx"', "build nginx")
+    try:
+        result = deploy(site)
+    finally:
+        broken.unlink()
+        git(repo, "revert", "--no-edit", "HEAD")
+    assert result.returncode == 1
+    assert "nginx -t refused the new configuration" in result.stderr and "zz-by-hand.conf" in result.stderr
+    assert "was not activated (green is stopped)" in result.stderr and "on blue still serves" in result.stderr
+    assert site_file.read_text() == before  # the old file is back
+    assert livez(port) == {"status": "ok"}
+
+
 def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
     repo, port, host = site
     commit_change(repo, "app/health.py", '"build": "two"', '"build": "three"', "build three")
