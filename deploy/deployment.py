@@ -615,17 +615,21 @@ class Deployment:
                 if chosen is None:
                     raise DeployError(f"no release {to} on {self.target.name}; fab releases lists them")
             else:
-                went_live = {h["release"] for h in self.history() if h["result"] == "ok"}
-                older = [r for r in releases if current and r.id < current and r.id in went_live]
-                if not older:
+                chosen = self.previous(releases, current)
+                if chosen is None:
                     raise DeployError(f"nothing to roll back to on {self.target.name}: no release older than "
                                       f"{current or 'the live one'} has been live (fab releases lists them)")
-                chosen = older[-1]
             facts = facts or gather(self.target)
             self.ensure_prerequisites()
             # The release keeps its own gunicorn settings; the target's files do not depend on them.
             self.go_live("rollback", chosen, facts, self.app(facts, model_mb=1))
         return chosen
+
+    def previous(self, releases: list[Release], current: str | None) -> Release | None:
+        """The newest release older than current that has been live: where a rollback goes."""
+        went_live = {h["release"] for h in self.history() if h["result"] == "ok"}
+        older = [r for r in releases if current and r.id < current and r.id in went_live]
+        return older[-1] if older else None
 
     def go_live(self, action: str, release: Release, facts: HostFacts, app: App) -> None:
         try:
@@ -639,11 +643,14 @@ class Deployment:
             self.record(action, release.id, self.live_color(), "ok")
 
     def prune(self) -> None:
-        """Keep the newest [deploy] keep_releases releases and whatever blue, green or current use."""
+        """Keep the newest [deploy] keep_releases releases, the ones blue and green run, and the one a
+        rollback would go to; then the environments and models no kept release uses."""
         with self.step("prune") as step:
             releases = self.releases()
-            kept_ids = {r.id for r in releases[-self.settings.deploy.keep_releases:]}
-            kept_ids |= {target.rsplit("/", 1)[-1] for target in self.links().values() if target}
+            live = self.live_color()
+            previous = self.previous(releases, self.release_of(live)) if live else None
+            kept_ids = ({r.id for r in releases[-self.settings.deploy.keep_releases:]}
+                        | {self.release_of(color) for color in COLORS} | ({previous.id} if previous else set()))
             kept = [r for r in releases if r.id in kept_ids]
             removed = {}
             for kind, used in (("releases", kept_ids), ("venvs", {r.venv for r in kept}),

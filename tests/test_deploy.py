@@ -193,6 +193,7 @@ def test_a_code_change_goes_live_without_a_failed_request(site):
         out = ok(deploy(site))
     assert "live on green" in out and "on blue stopped" in out
     assert "python        unchanged" in out  # a code-only deploy skips pip
+    print(f"redeploy under load: {dict(counts)}")
     assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert livez(port) == {"status": "ok", "build": "two"}
 
@@ -201,6 +202,7 @@ def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(sit
     repo, port, _ = site
     with steady_load(port) as counts:
         ok(fab("rollback", "--settings", str(repo / "deploy.toml")))
+    print(f"rollback under load: {dict(counts)}")
     assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert livez(port) == {"status": "ok"}
     out = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
@@ -297,8 +299,15 @@ def test_stop_leaves_no_process_behind(site):
 
 
 def test_a_deploy_after_stop_starts_the_live_release_again_and_makes_nothing_new(site):
-    repo, port, _ = site
+    repo, port, host = site
     before = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
+    assert len(before.splitlines()) == 3  # [deploy] keep_releases, of the 6 made
+    app_root = host / "modelhost"
+    (model,) = os.listdir(app_root / "models")  # stored once, shared by every release
+    (venv,) = os.listdir(app_root / "venvs")
+    for release in (app_root / "releases").iterdir():
+        assert os.readlink(release / "model") == f"../../models/{model}"
+        assert os.readlink(release / "venv") == f"../../venvs/{venv}"
     edit_without_committing(repo)  # the same files as the live release (the dirty one) again
     try:
         out = ok(deploy(site, "--allow-dirty"))
