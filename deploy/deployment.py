@@ -461,8 +461,10 @@ class Deployment:
             result = self.run(commands.nginx(self.layout, self.nginx_binary), check=False)
             if result.exited != 0 or not self.wait(lambda: self.nginx_pid() is not None, 10):
                 self.restore(earlier)
-                raise DeployError(f"nginx did not start: {(result.stdout + result.stderr).strip()}\n"
-                                  f"if the port is taken, set [local] port in deploy.toml")
+                said = "\n".join(dict.fromkeys((result.stdout + result.stderr).strip().splitlines()))  # it retries
+                fix = (f"\nanother program listens on {self.layout.http_listen}: stop it, or set [local] port in "
+                       "deploy.toml" if "Address already in use" in said else "")
+                raise DeployError(f"nginx did not start:\n{said}{fix}")
             return "started"
         if not earlier:
             return ""
