@@ -73,13 +73,15 @@ class Target:
     def upload(self, source: Path | bytes, path: Path, mode: int = 0o644) -> None:
         """Put a local file (or bytes) at path on the target, atomically: written beside it, then renamed."""
         partial = path.with_name(f".{path.name}.partial")
+        # Made empty with its mode first, then filled: a secret is never readable by others, not even briefly.
+        self.run(["install", "-m", f"{mode:o}", "/dev/null", str(partial)])
         if self.remote:
-            self.context.put(io.BytesIO(source) if isinstance(source, bytes) else str(source), str(partial))
+            self.context.put(io.BytesIO(source) if isinstance(source, bytes) else str(source), str(partial),
+                             preserve_mode=False)
         elif isinstance(source, bytes):
-            Path(partial).write_bytes(source)
+            partial.write_bytes(source)  # an existing file keeps its mode
         else:
             shutil.copyfile(source, partial)
-        self.run(["chmod", f"{mode:o}", str(partial)])
         self.run(["mv", "-f", "--", str(partial), str(path)])
 
     def write(self, path: Path, text: str, mode: int = 0o644) -> bool:

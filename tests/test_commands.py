@@ -1,13 +1,17 @@
-"""The commands a deploy runs, compared as whole argument lists (no target needed)."""
+"""The commands a deploy runs, compared as whole argument lists (no target needed), and the executor's
+file writes."""
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
 
+from invoke import Context
+
 from deploy import commands
 from deploy.layout import local_layout, system_layout
 from deploy.settings import check_settings
+from deploy.target import Target
 from tests.servers import gunicorn
 
 SETTINGS = check_settings({"local": {"root": "/home/pi/mh", "port": 8081}})
@@ -55,3 +59,12 @@ def test_the_probe_reports_no_answer_when_nothing_listens(tmp_path):
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
     (answer,) = [json.loads(line) for line in out.splitlines()]  # the smoke query is not asked
     assert answer["status"] == 0 and "FileNotFoundError" in answer["error"]
+
+
+def test_the_target_writes_a_file_with_its_mode_only_when_its_content_differs(tmp_path):
+    target, path = Target(Context()), tmp_path / "secrets.env"
+    assert target.read(path) is None
+    assert target.write(path, "FLASK_SECRET_KEY=x\n", mode=0o600) is True
+    assert path.read_text() == "FLASK_SECRET_KEY=x\n" and path.stat().st_mode & 0o777 == 0o600
+    assert target.write(path, "FLASK_SECRET_KEY=x\n", mode=0o600) is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets.env"]  # nothing left beside it
