@@ -222,12 +222,11 @@ def releases(c, settings=None):
     if not found:
         print("no releases yet: fab deploy makes one")
         return
-    links = d.links()
-    live = d.live_color()
+    pointers = d.pointers()
     results = {h["release"]: h["result"] for h in d.history()}
     for release in reversed(found):
-        marks = [f"{color}{' (live)' if color == live else ''}" for color in ("blue", "green")
-                 if links.get(color, "").endswith("/" + release.id)]
+        marks = [f"{color}{' (live)' if color == pointers.live else ''}" for color, id in pointers.release.items()
+                 if id == release.id]
         print(f"  {release.id:<32}model {release.model_version:<14}{release.workers} workers  "
               f"{results.get(release.id, 'never live'):<11}{', '.join(marks)}")
 

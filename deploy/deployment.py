@@ -33,7 +33,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 from invoke import Context
@@ -42,6 +41,7 @@ from deploy import commands
 from deploy.facts import HostFacts, gather
 from deploy.layout import COLORS, Layout
 from deploy.render import App, plan_app, render, render_gunicorn_conf
+from deploy.workers import WorkerPlan
 from deploy.source import LOCK_FILE, Model, Source, archive, digest
 from deploy.target import CommandFailed, Target
 
@@ -92,6 +92,16 @@ class Program:
     release: str | None = None
 
 
+@dataclass(frozen=True)
+class Pointers:
+    live: str | None  # the color current points at
+    release: dict[str, str | None]  # the release id each color points at
+
+    @property
+    def live_release(self) -> str | None:
+        return self.release[self.live] if self.live else None
+
+
 @dataclass
 class Status:
     target: str
@@ -140,20 +150,13 @@ class Deployment:
         for argv in commands.symlink(target, link):
             self.run(argv)
 
-    def links(self) -> dict[str, str]:
-        """Where current, blue and green point ("" when missing)."""
+    def pointers(self) -> Pointers:
+        """Where current, blue and green point, read in one command."""
         script = 'for l in current blue green; do printf "%s=%s\\n" "$l" "$(readlink "$1/$l")"; done'
         out = self.run(["sh", "-c", script, "sh", str(self.layout.root)]).stdout
-        return dict(line.split("=", 1) for line in out.splitlines())
-
-    def live_color(self) -> str | None:
-        color = self.links().get("current", "")
-        return color if color in COLORS else None
-
-    def release_of(self, color: str) -> str | None:
-        """The release id a color points at."""
-        target = self.links().get(color, "")
-        return target.rsplit("/", 1)[-1] if target else None
+        links = dict(line.split("=", 1) for line in out.splitlines())
+        live = links.get("current") if links.get("current") in COLORS else None
+        return Pointers(live, {color: links.get(color, "").rsplit("/", 1)[-1] or None for color in COLORS})
 
     def releases(self) -> list[Release]:
         """Every complete release on the target, oldest first."""
@@ -268,7 +271,7 @@ class Deployment:
         key = model.sha256[:16]
         stored = self.layout.models / key
         with self.step("model") as step:
-            step.detail = f"{model.version} ({model.size_mb:.1f} MB) in {stored}"
+            step.detail = f"{model.version} ({model.size_mb} MB) in {stored}"
             if self.exists(stored / "manifest.json"):
                 return key
             tar = scratch / "model.tar"
@@ -354,8 +357,7 @@ class Deployment:
             return Program(name, color, "DOWN")
         pid = re.search(r"pid (\d+)", result.stdout)
         uptime = re.search(r"uptime (\S+)", result.stdout)
-        return Program(name, color, parts[1], int(pid.group(1)) if pid else None,
-                       uptime.group(1) if uptime else "", self.release_of(color))
+        return Program(name, color, parts[1], int(pid.group(1)) if pid else None, uptime.group(1) if uptime else "")
 
     def nginx_pid(self) -> int | None:
         text = (self.target.read(commands.nginx_pid_file(self.layout)) or "").strip()
@@ -394,11 +396,6 @@ class Deployment:
 
     # ---- configs ------------------------------------------------------------------------------
 
-    def app(self, facts: HostFacts, model_mb: float) -> App:
-        settings = self.settings
-        if settings.model.size_mb == "auto":  # the size of the model being deployed, not of a path here
-            settings = _with(settings, "model", size_mb=max(1, round(model_mb)))
-        return plan_app(settings, self.layout, facts)
 
     def files(self, app: App, facts: HostFacts, live: str) -> dict[str, dict[Path, str]]:
         """The target's config files (not the release's) for a live color, by who reads them."""
@@ -507,9 +504,10 @@ class Deployment:
     def activate(self, release: Release, facts: HostFacts, app: App) -> Step:
         """Make release the live one: start it on the idle color, gate on readiness, switch nginx."""
         layout = self.layout
-        live = self.live_color()
+        pointers = self.pointers()
+        live = pointers.live
         with self.step("cutover") as step:
-            if live and self.release_of(live) == release.id:
+            if live and pointers.live_release == release.id:
                 # Already live: only bring back what is not running (after `fab stop`, or a reboot).
                 files = self.files(app, facts, live)
                 started = self.ensure_supervisord(files["supervisor"], idle=[])
@@ -525,7 +523,7 @@ class Deployment:
                 step.detail = f"{release.id} is live on {live}" + (" (started it)" if step.changed else "")
                 return step
             new = next(c for c in COLORS if c != live) if live else COLORS[0]
-            old_release = self.release_of(live) if live else None
+            old_release = pointers.live_release
             if self.program(new).state not in ("STOPPED", "EXITED", "FATAL", "DOWN"):
                 self.run(commands.supervisorctl(layout, "stop", commands.program(layout, new)), timeout=120)
             self.link(f"releases/{release.id}", layout.release(new))
@@ -600,7 +598,7 @@ class Deployment:
             secrets_digest = self.ensure_secrets(environ)
             model_key = self.ensure_model(model, scratch)
             venv = self.ensure_venv(source, facts)
-            app = self.app(facts, model.size_mb)
+            app = plan_app(self.settings, self.layout, facts, model_mb=model.size_mb)
             release = self.ensure_release(source, app, venv, model_key, model.version, secrets_digest, scratch)
             self.go_live("deploy", release, facts, app)
             self.prune()
@@ -610,8 +608,7 @@ class Deployment:
         """Make an earlier release live again: the one before the live one, or the one named."""
         with self.locked("rollback"):
             releases = self.releases()
-            live = self.live_color()
-            current = self.release_of(live) if live else None
+            current = self.pointers().live_release
             if to:
                 chosen = next((r for r in releases if r.id == to), None)
                 if chosen is None:
@@ -623,8 +620,9 @@ class Deployment:
                                       f"{current or 'the live one'} has been live (fab releases lists them)")
             facts = facts or gather(self.target)
             self.ensure_prerequisites()
-            # The release keeps its own gunicorn settings; the target's files do not depend on them.
-            self.go_live("rollback", chosen, facts, self.app(facts, model_mb=1))
+            # The release keeps its own gunicorn settings, and the worker plan it was made with.
+            app = App(self.settings, self.layout, WorkerPlan(chosen.workers, chosen.explanation))
+            self.go_live("rollback", chosen, facts, app)
         return chosen
 
     def previous(self, releases: list[Release], current: str | None) -> Release | None:
@@ -642,17 +640,17 @@ class Deployment:
             self.record(action, release.id, None, "failed")
             raise
         if step.changed:
-            self.record(action, release.id, self.live_color(), "ok")
+            self.record(action, release.id, self.pointers().live, "ok")
 
     def prune(self) -> None:
         """Keep the newest [deploy] keep_releases releases, the ones blue and green run, and the one a
         rollback would go to; then the environments and models no kept release uses."""
         with self.step("prune") as step:
             releases = self.releases()
-            live = self.live_color()
-            previous = self.previous(releases, self.release_of(live)) if live else None
+            pointers = self.pointers()
+            previous = self.previous(releases, pointers.live_release)
             kept_ids = ({r.id for r in releases[-self.settings.deploy.keep_releases:]}
-                        | {self.release_of(color) for color in COLORS} | ({previous.id} if previous else set()))
+                        | set(pointers.release.values()) | ({previous.id} if previous else set()))
             kept = [r for r in releases if r.id in kept_ids]
             removed = {}
             for kind, used in (("releases", kept_ids), ("venvs", {r.venv for r in kept}),
@@ -668,15 +666,17 @@ class Deployment:
                                          f"{self.settings.deploy.keep_releases})")
 
     def status(self) -> Status:
-        live = self.live_color()
+        pointers = self.pointers()
+        live = pointers.live
         releases = {r.id: r for r in self.releases()}
         supervisord = self.supervisord_pid()
-        programs = [self.program(color) if supervisord else Program(commands.program(self.layout, color), color,
-                                                                     "DOWN", release=self.release_of(color))
+        programs = [self.program(color) if supervisord else Program(commands.program(self.layout, color), color, "DOWN")
                     for color in COLORS]
+        for program in programs:
+            program.release = pointers.release[program.color]
         status = Status(target=self.target.name, url=f"http://127.0.0.1:{self.settings.local.port}/",
                         supervisord=supervisord, nginx=self.nginx_pid(), live=live,
-                        release=releases.get(self.release_of(live)) if live else None, programs=programs)
+                        release=releases.get(pointers.live_release), programs=programs)
         if live and any(p.color == live and p.state == "RUNNING" for p in programs):
             answer = self.ask(["/readyz"], color=live)[0]
             status.ready = f"{answer['status']} {(answer.get('body') or answer.get('error', '')).strip()}"
@@ -687,7 +687,7 @@ class Deployment:
 
     def log_files(self, what: str) -> list[Path]:
         """The log files of the live app, nginx, or supervisord."""
-        live = self.live_color() or COLORS[0]
+        live = self.pointers().live or COLORS[0]
         if self.layout.kind == "local":
             logs = self.layout.host_root / "log"
             nginx, supervisord = [logs / "nginx-error.log", logs / "nginx-access.log"], logs / "supervisord.log"
@@ -727,10 +727,3 @@ def smoke_problem(answer: dict, release: Release) -> str:
         if isinstance(body, dict) and "sha256" in body and not body["sha256"].startswith(release.model):
             return f"it serves model {body.get('version')}, not the deployed {release.model_version}"
     return ""
-
-
-def _with(settings, section: str, **values):
-    """A copy of settings with some values of one section replaced."""
-    copy = SimpleNamespace(**vars(settings))
-    setattr(copy, section, SimpleNamespace(**{**vars(getattr(settings, section)), **values}))
-    return copy

@@ -51,15 +51,17 @@ class App:
 SOCKET_PATH_MAX = 107
 
 
-def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT) -> App:
-    """The app's worker plan on this host; the model's size comes from its manifest unless set."""
+def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT, model_mb: float | None = None) -> App:
+    """The app's worker plan on this host; the model's size comes from its manifest unless set (in
+    deploy.toml, or here as model_mb: the size of the model being deployed)."""
     longest = max((layout.socket(color) for color in COLORS), key=lambda p: len(str(p).encode()))
     if len(str(longest).encode()) > SOCKET_PATH_MAX:
         fix = "set [local] root to a shorter path" if layout.kind == "local" else "use a shorter [app] name"
         raise RenderError(f"the socket path {longest} is {len(str(longest).encode())} bytes; unix sockets "
                           f"allow {SOCKET_PATH_MAX}: {fix}")
-    model_mb = settings.model.size_mb
-    if model_mb == "auto":
+    if settings.model.size_mb != "auto":
+        model_mb = settings.model.size_mb
+    elif model_mb is None:
         model_mb = model_size_mb(base_dir / settings.model.path)
     workers = settings.gunicorn.workers
     plan = plan_workers(

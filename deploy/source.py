@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.target import CommandFailed, Target
+from deploy.workers import model_size_mb
 
 LOCK_FILE = "requirements.lock"
 
@@ -75,7 +76,7 @@ class Model:
     path: Path
     sha256: str  # of the manifest's file list: the artifact's identity
     version: str
-    size_mb: float
+    size_mb: int  # what the worker rule counts
 
 
 def read_model(path: Path) -> Model:
@@ -87,8 +88,7 @@ def read_model(path: Path) -> Model:
         check_files(path, manifest, hashes=True)
     except ModelError as exc:
         raise SourceError(f"{exc} ([model] path in deploy.toml)") from None
-    size = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
-    return Model(path=path, sha256=manifest["sha256"], version=manifest["version"], size_mb=size)
+    return Model(path=path, sha256=manifest["sha256"], version=manifest["version"], size_mb=model_size_mb(path))
 
 
 def digest(*parts) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -13,12 +14,34 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from deploy.render import standalone_gunicorn_conf
 from deploy.settings import defaults
 from deploy.validate import free_loopback_port as free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+FAB = Path(sys.executable).parent / "fab"
+needs_nginx = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
+                                 reason="needs nginx: apt-get install nginx")
+
+
+def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real `fab` in this checkout, with no FLASK_* variable of the shell that runs the tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def request(port: int, path: str, host: str = "localhost", method: str = "GET"):
+    """(status, headers, body) from 127.0.0.1:port (nginx), with this Host header, on a new connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:

@@ -14,18 +14,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, assert_gone, children, free_port
+from tests.servers import FAB, ROOT, assert_gone, children, fab, free_port, needs_nginx, request
 
-pytestmark = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
-                                reason="needs nginx: apt-get install nginx")
-FAB = Path(sys.executable).parent / "fab"
+pytestmark = needs_nginx
 MIN_REQUESTS = 2000
 
 
@@ -77,11 +74,6 @@ port = {port}
     fab("stop", "--settings", str(repo / "deploy.toml"))
 
 
-def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
-    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def deploy(site, *args: str) -> subprocess.CompletedProcess:
     return fab("deploy", "--settings", str(site[0] / "deploy.toml"), *args)
 
@@ -89,16 +81,6 @@ def deploy(site, *args: str) -> subprocess.CompletedProcess:
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def request(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", path, headers={"Host": "localhost"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 @contextlib.contextmanager
@@ -114,7 +96,7 @@ def steady_load(port: int, threads: int = 4, limit: float = 300):
         while not stop.is_set():
             n += 1
             try:
-                status, _ = request(port, paths[n % len(paths)])
+                status = request(port, paths[n % len(paths)])[0]
                 outcome = status
             except (OSError, http.client.HTTPException) as exc:
                 outcome = type(exc).__name__
@@ -136,7 +118,7 @@ def steady_load(port: int, threads: int = 4, limit: float = 300):
 
 
 def livez(port: int) -> dict:
-    status, body = request(port, "/livez")
+    status, _, body = request(port, "/livez")
     assert status == 200
     return json.loads(body)
 
@@ -147,11 +129,11 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_nginx(site):
     assert f"open http://127.0.0.1:{port}/" in out and "curl '" in out
     for step in ("prerequisites", "directories", "secrets", "model", "python", "release", "cutover", "verify"):
         assert f"  {step}" in out
-    status, page = request(port, "/")
+    status, _, page = request(port, "/")
     assert status == 200 and b"<form" in page
-    status, body = request(port, "/api/v1/similar?word=fire&topn=3")
+    status, _, body = request(port, "/api/v1/similar?word=fire&topn=3")
     assert status == 200 and len(json.loads(body)["results"]) == 3
-    status, body = request(port, "/readyz")
+    status, _, body = request(port, "/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready"
 
 

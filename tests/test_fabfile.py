@@ -3,18 +3,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.servers import ROOT
-
-FAB = Path(sys.executable).parent / "fab"
-
-
-def fab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
+from tests.servers import fab
 
 def test_fab_list_shows_every_task_with_its_help():
     result = fab("--list")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,22 +19,10 @@ from deploy.render import plan_app, render, render_gunicorn_conf
 from deploy.settings import check_settings
 from deploy.target import Target
 from deploy.validate import find_nginx
-from tests.servers import assert_gone, free_port, stop_session
+from tests.servers import assert_gone, free_port, needs_nginx, request, stop_session
 
-pytestmark = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
-                                reason="needs nginx: apt-get install nginx")
+pytestmark = needs_nginx
 SUPERVISORD = Path(sys.executable).parent / "supervisord"
-
-
-def request(port: int, path: str, host: str = "localhost", method: str = "GET"):
-    """(status, headers, body) from nginx on 127.0.0.1:port, with this Host header."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def wait_for(check, what: str, timeout: float = 90):
