@@ -24,7 +24,8 @@ from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import README_TITLE, RenderError, plan_app, render as render_files, standalone_gunicorn_conf
 from deploy.source import SourceError, read_model, read_source
-from deploy.target import CommandFailed, Target
+from deploy.provision import provision as provision_host
+from deploy.target import CommandFailed, Target, TargetError, check_host_keys
 from deploy.validate import ValidationError, check_rendered
 from deploy.workers import ModelSizeError
 
@@ -73,11 +74,19 @@ def serve(c, port=8080, workers=2):
 
 # Errors the deploy library raises: each message says what is wrong and what to do.
 ERRORS = (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError, CommandFailed,
-          SourceError, DeployError, OSError)
+          SourceError, DeployError, TargetError, OSError)
+
+
+def remote(c) -> bool:
+    """fab -H: the task acts on a host over SSH (c is a Fabric Connection), with its keys checked."""
+    if not hasattr(c, "host"):
+        return False
+    check_host_keys(c)
+    return True
 
 
 def host_facts(c, facts_file: str | None):
-    """This machine's facts (or a captured FACTS_COMMAND output, to render for another host)."""
+    """The target's facts (or a captured FACTS_COMMAND output, to render for another host)."""
     return parse_facts(Path(facts_file).read_text()) if facts_file else gather(Target(c))
 
 
@@ -95,12 +104,14 @@ def prepare_output(out: Path) -> None:
 @task(iterable=["settings"], help={
     "out": "directory to write the configs into (new, empty, or an earlier render, which is replaced)",
     "settings": "deploy.toml of an app (default ./deploy.toml); repeat to render several apps for one host",
-    "target": "local (this machine, no root; the default) or system (a Debian/Ubuntu/Pi OS host's paths)",
+    "target": "local (this machine, no root; the default without -H) or system (a Debian/Ubuntu/Pi OS host's "
+              "paths; the default with -H, whose facts are read over SSH)",
     "facts": "a file with the output of deploy.facts.FACTS_COMMAND from the host to render for",
     "check": "validate with nginx -t, supervisor's parser, gunicorn --check-config, systemd-analyze first",
     "live": "the color nginx sends traffic to: blue (default) or green"})
-def render(c, out, settings=None, target="local", facts=None, check=False, live="blue"):
+def render(c, out, settings=None, target=None, facts=None, check=False, live="blue"):
     """Render every config of the target (nginx, supervisor or systemd, gunicorn) into OUT, with a README."""
+    target = target or ("system" if remote(c) else "local")
     if target not in ("local", "system"):
         raise Exit(f"error: --target {target}: must be local or system", code=2)
     try:
@@ -131,20 +142,29 @@ def render(c, out, settings=None, target="local", facts=None, check=False, live=
     print(f"wrote {len(files)} files to {out}; {out / 'README.md'} says where each one goes")
 
 
-# ---- deploying: with no -H, to this machine (the local target) -----------------------------------
+# ---- deploying: with -H user@host to hosts over SSH, else to this machine (the local target) -------
 
 def print_step(step: Step) -> None:
     print(f"  {step.name:<14}{'changed' if step.changed else 'unchanged':<11}{step.seconds:6.1f} s   {step.detail}",
           flush=True)
 
 
-def local_deployment(c, settings_file: str | None) -> Deployment:
-    """The app of deploy.toml on this machine; `fab -H host` comes with remote deploys."""
-    if hasattr(c, "host"):
-        raise Exit("error: deploying to a host over SSH (-H) is not built yet; without -H, the tasks act on "
-                   "this machine", code=2)
+def deployment(c, settings_file: str | None) -> Deployment:
+    """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
+    user is not root), or this machine."""
     settings = deploy_settings.load(settings_file or ROOT / deploy_settings.SETTINGS_FILE)
+    if remote(c):
+        return Deployment(Target(c, root=True), settings, system_layout(settings), report=print_step)
     return Deployment(Target(c), settings, local_layout(settings), report=print_step)
+
+
+def where(d: Deployment) -> str:
+    return f"{d.target.name} ({d.layout.root})" if d.target.remote else f"{d.layout.host_root} (this machine)"
+
+
+def summary(d: Deployment, started: float) -> str:
+    changed = sum(step.changed for step in d.steps)
+    return f"{changed} of {len(d.steps)} steps changed something, {time.monotonic() - started:.1f} s"
 
 
 def task_errors(function):
@@ -159,44 +179,68 @@ def task_errors(function):
 
 
 SETTINGS_HELP = "the app's deploy.toml (default ./deploy.toml); the app is the git checkout holding it"
+BREAK_LOCK_HELP = "remove a deploy lock left by a deploy that was killed (see the holder in the error) first"
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def provision(c, settings=None):
+    """Prepare a host (-H user@host) for the app: packages, its user, directories, services. Safe to repeat."""
+    started = time.monotonic()
+    d = deployment(c, settings)
+    if not d.target.remote:
+        raise Exit("error: provision prepares a host: fab -H user@host provision. This machine (no -H) needs no "
+                   "provisioning: fab deploy sets it up, without root", code=2)
+    print(f"provisioning {d.target.name} for {d.settings.app.name}: {d.facts.describe()}", flush=True)
+    provision_host(d)
+    print(f"{d.target.name} is ready for fab deploy: {summary(d, started)}")
+
+
+def unlock(d: Deployment) -> None:
+    holder = d.break_lock()
+    print(f"removed the deploy lock on {d.target.name}" + (f" ({holder})" if holder else " (there was none)"))
 
 
 @task(help={"settings": SETTINGS_HELP,
-            "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)"})
+            "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)",
+            "break_lock": BREAK_LOCK_HELP})
 @task_errors
-def deploy(c, settings=None, allow_dirty=False):
+def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
     started = time.monotonic()
-    d = local_deployment(c, settings)
+    d = deployment(c, settings)
+    if break_lock:
+        unlock(d)
     base_dir = Path(d.settings.source).resolve().parent
     model_path = (base_dir / d.settings.model.path).resolve()
     if model_path == DEMO_MODEL:
         build_model(c)
     source = read_source(Target(c), base_dir, allow_dirty)
     model = read_model(model_path)
-    print(f"deploying {d.settings.app.name} {source.label} to {d.layout.host_root} (this machine)", flush=True)
+    print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
     release = d.deploy(source, model, dict(os.environ))
-    changed = sum(step.changed for step in d.steps)
-    url = f"http://127.0.0.1:{d.settings.local.port}"
-    print(f"{release.id} is live: {changed} of {len(d.steps)} steps changed something, "
-          f"{time.monotonic() - started:.1f} s\n"
-          f"open {url}/   (API docs: {url}/docs)\n"
-          f"try: curl '{url}/api/v1/similar?word=fire&topn=5'")
+    print(f"{release.id} is live on {d.target.name}: {summary(d, started)}\n"
+          f"open {d.url}   (API docs: {d.url}docs)\n"
+          f"try: curl '{d.url}api/v1/similar?word=fire&topn=5'")
 
 
-@task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)"})
+@task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
+            "break_lock": BREAK_LOCK_HELP})
 @task_errors
-def rollback(c, settings=None, to=None):
+def rollback(c, settings=None, to=None, break_lock=False):
     """Make the previous release live again (the same gated cutover as a deploy)."""
-    release = local_deployment(c, settings).rollback(to)
-    print(f"{release.id} is live again")
+    d = deployment(c, settings)
+    if break_lock:
+        unlock(d)
+    release = d.rollback(to)
+    print(f"{release.id} is live again on {d.target.name}")
 
 
 @task(help={"settings": SETTINGS_HELP})
 @task_errors
 def status(c, settings=None):
     """Show what runs: supervisord, both gunicorn programs, the live release, readiness, nginx."""
-    d = local_deployment(c, settings)
+    d = deployment(c, settings)
     s = d.status()
     width = max(len(p.name) for p in s.programs) + 2
     print(f"{d.settings.app.name} on {s.target}: {s.url}")
@@ -217,7 +261,7 @@ def status(c, settings=None):
 @task_errors
 def releases(c, settings=None):
     """List the releases on the target, newest first, with the live and idle colors marked."""
-    d = local_deployment(c, settings)
+    d = deployment(c, settings)
     found = d.releases()
     if not found:
         print("no releases yet: fab deploy makes one")
@@ -231,12 +275,13 @@ def releases(c, settings=None):
               f"{results.get(release.id, 'never live'):<11}{', '.join(marks)}")
 
 
-@task(help={"settings": SETTINGS_HELP, "what": "app (the live gunicorn, default), nginx, or supervisord",
+@task(help={"settings": SETTINGS_HELP,
+            "what": "app (the live gunicorn and the app, default; gunicorn is the same), nginx, or supervisord",
             "lines": "how many lines (default 50)", "follow": "keep printing new lines (Ctrl-C stops)"})
 @task_errors
 def logs(c, settings=None, what="app", lines=50, follow=False):
     """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
-    d = local_deployment(c, settings)
+    d = deployment(c, settings)
     argv = commands.tail(d.log_files(what), int(lines), follow)
     if follow:
         d.target.stream(argv)
@@ -247,7 +292,17 @@ def logs(c, settings=None, what="app", lines=50, follow=False):
 
 @task(help={"settings": SETTINGS_HELP})
 @task_errors
+def diff(c, settings=None):
+    """Show how the rendered configs differ from the target's files (a unified diff); changes nothing."""
+    d = deployment(c, settings)
+    model = (Path(d.settings.source).resolve().parent / d.settings.model.path).resolve()
+    diffs = d.diff(read_model(model).size_mb if (model / "manifest.json").is_file() else None)
+    print("".join(diffs).rstrip() if diffs else f"no differences: the configs on {d.target.name} are as rendered")
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
 def stop(c, settings=None):
-    """Stop everything the local target started: both gunicorn programs, supervisord, nginx."""
-    pids = local_deployment(c, settings).stop()
+    """Stop the app's gunicorn programs (on this machine also the supervisord and nginx it started)."""
+    pids = deployment(c, settings).stop()
     print(f"stopped {len(pids)} processes ({', '.join(map(str, pids))})" if pids else "nothing was running")

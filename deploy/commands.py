@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from deploy.layout import Layout
+from deploy.layout import Directory, Layout
 
 PROBE_SOURCE = (Path(__file__).resolve().parent / "probe.py").read_text(encoding="utf-8")
 # The environment the local target's daemons start with: nothing from the shell that ran `fab`
@@ -54,10 +54,11 @@ def nginx(layout: Layout, binary: str, *args: str) -> list[str]:
     return [binary, *args]
 
 
-def probe(python: str, *, paths: list[str], socket: Path | None = None, port: int = 0, host: str = "localhost",
-          wait: float = 0) -> list[str]:
+def probe(python: str, *, paths: list[str], socket: Path | None = None, address: str = "127.0.0.1", port: int = 0,
+          host: str = "localhost", wait: float = 0) -> list[str]:
     """Asks paths[0] until it answers 200 (up to wait seconds), then the rest once; see deploy/probe.py."""
-    spec = {"socket": str(socket or ""), "port": port, "host": host, "paths": paths, "wait": wait}
+    spec = {"socket": str(socket or ""), "address": address, "port": port, "host": host, "paths": paths,
+            "wait": wait}
     return [python, "-c", PROBE_SOURCE, json.dumps(spec)]
 
 
@@ -84,3 +85,42 @@ def tail(paths: list[Path], lines: int, follow: bool = False) -> list[str]:
 def cat_all(directory: Path, name: str) -> list[str]:
     """Prints every directory/*/name (each release's release.json), nothing when there are none."""
     return ["find", str(directory), "-mindepth", "2", "-maxdepth", "2", "-name", name, "-exec", "cat", "{}", "+"]
+
+
+def ensure_directories(directories: list[Directory]) -> list[str]:
+    """Makes each directory that is missing and sets owner, group and mode where they differ;
+    prints one line per change ("made PATH", "set PATH owner:group mode")."""
+    script = ('while [ $# -gt 0 ]; do d=$1 o=$2 g=$3 m=$4; shift 4; '
+              '[ -d "$d" ] || { mkdir -p "$d" && echo "made $d"; } || exit 1; '
+              '[ -z "$o" ] || [ "$(stat -c %U:%G:%a "$d")" = "$o:$g:$m" ] || '
+              '{ chown "$o:$g" "$d" && chmod "$m" "$d" && echo "set $d $o:$g $m"; } || exit 1; done')
+    return ["sh", "-c", script, "sh", *(str(v) for d in directories for v in (d.path, d.owner, d.group, d.mode))]
+
+
+def service(systemd: bool, name: str, action: str) -> list[str]:
+    """A system service, the host's way: systemctl when systemd runs, else the init.d script.
+
+    action: start, stop, reload, is-active, enable or is-enabled (exit 0 when it is).
+    """
+    if systemd:
+        return ["systemctl", action, name]
+    if action == "is-active":
+        return ["service", name, "status"]
+    if action == "is-enabled":  # an S link in a multi-user runlevel
+        return ["sh", "-c", 'ls /etc/rc[2345].d/S??"$1" >/dev/null 2>&1', "sh", name]
+    if action == "enable":
+        return ["sh", "-c", 'update-rc.d "$1" defaults && update-rc.d "$1" enable', "sh", name]
+    return ["service", name, action]
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    """Prints the packages of the list that are not installed, one per line."""
+    script = ('for p; do [ "$(dpkg-query -W -f \'${db:Status-Status}\' "$p" 2>/dev/null)" = installed ] '
+              '|| echo "$p"; done')
+    return ["sh", "-c", script, "sh", *packages]
+
+
+def apt_get(*args: str) -> list[str]:
+    """apt-get that never asks (a host's unattended install)."""
+    return ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold",
+            *args]

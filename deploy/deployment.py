@@ -22,6 +22,8 @@ Every step goes through `Target` (deploy/target.py), so the same code serves thi
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import getpass
 import json
 import os
@@ -125,9 +127,31 @@ class Deployment:
     def __init__(self, target: Target, settings, layout: Layout, report: Callable[[Step], None] = lambda s: None):
         self.target, self.settings, self.layout, self.report = target, settings, layout, report
         self.steps: list[Step] = []  # every step reported so far
-        self.nginx_binary = "nginx"
         self.python = "python3"
         self.local = Target(Context())  # this machine, where the source and the model are
+
+    @functools.cached_property
+    def facts(self) -> HostFacts:
+        return gather(self.target)
+
+    @functools.cached_property
+    def nginx_binary(self) -> str:
+        return self.locate_nginx() or "nginx"
+
+    @property
+    def system(self) -> bool:
+        """A host with system services (not the local target, which runs its own)."""
+        return self.layout.kind == "system"
+
+    def service(self, name: str, action: str, **kwargs):
+        return self.run(commands.service(self.facts.systemd, name, action), **kwargs)
+
+    @property
+    def url(self) -> str:
+        """The site's address as a browser reaches it."""
+        address, port = self.layout.http_address
+        host = self.target.name if self.target.remote and not self.settings.nginx.address else address
+        return f"http://{host}{'' if port == 80 else f':{port}'}/"
 
     # ---- small helpers ----------------------------------------------------------------------
 
@@ -192,23 +216,32 @@ class Deployment:
         finally:
             self.run(["rm", "-rf", str(self.layout.lock)], check=False)
 
+    def break_lock(self) -> str | None:
+        """Remove a lock left by a killed deploy; returns who held it (None: there was no lock)."""
+        if not self.exists(self.layout.lock):
+            return None
+        holder = (self.target.read(self.layout.lock / "holder") or "no holder file").strip()
+        self.run(["rm", "-rf", str(self.layout.lock)])
+        return holder
+
     # ---- what a release needs ---------------------------------------------------------------
 
     def locate_nginx(self) -> str:
         """nginx's path on the target ("" when it is not installed); /usr/sbin is not on every PATH."""
-        found = self.run(["sh", "-c", "command -v nginx || ls /usr/sbin/nginx"], check=False).stdout.strip()
-        self.nginx_binary = found or "nginx"
-        return found
+        return self.run(["sh", "-c", "command -v nginx || ls /usr/sbin/nginx"], check=False).stdout.strip()
 
     def ensure_prerequisites(self) -> None:
         """nginx and python3 with venv on the target; nginx is installed with apt when root or
         passwordless sudo allows it."""
         with self.step("prerequisites") as step:
+            if self.system:
+                self.check_provisioned(step)
+                return
             if self.run([self.python, "-c", "import venv, ensurepip"], check=False).exited != 0:
                 raise DeployError(f"python3 with venv is missing on {self.target.name}: install it with "
                                   "`sudo apt-get install -y python3-venv`, then deploy again")
-            found = self.locate_nginx()
-            if not found:
+            found = self.nginx_binary
+            if found == "nginx":
                 if self.run(["id", "-u"]).stdout.strip() == "0":
                     sudo = []
                 elif self.run(["sudo", "-n", "true"], check=False).exited == 0:
@@ -220,20 +253,30 @@ class Deployment:
                 if self.run([*apt, "install", "nginx"], check=False, timeout=900).exited != 0:
                     self.run([*apt, "update"], timeout=900)
                     self.run([*apt, "install", "nginx"], timeout=900)
-                found = self.locate_nginx()
+                del self.nginx_binary
+                found = self.nginx_binary
                 step.changed = True
             step.detail = f"nginx {found}" + (" (installed with apt)" if step.changed else "") + f", {self.python}"
 
+    def check_provisioned(self, step: Step) -> None:
+        """A host has what `fab provision` installs: the app's user, nginx, supervisor, python3 with venv."""
+        script = ('id -u "$1" >/dev/null 2>&1 || echo "the user $1"; '
+                  'command -v supervisorctl >/dev/null || echo supervisor; '
+                  '"$2" -c "import venv, ensurepip" 2>/dev/null || echo python3-venv')
+        missing = self.run(["sh", "-c", script, "sh", self.layout.user, self.python]).stdout.splitlines()
+        if self.nginx_binary == "nginx":
+            missing.append("nginx")
+        if missing:
+            raise DeployError(f"{self.target.name} is not provisioned ({', '.join(missing)} missing): run "
+                              f"fab -H {self.target.name} provision, then deploy again")
+        step.detail = f"provisioned: user {self.layout.user}, {self.nginx_binary}, supervisor, {self.python}"
+
     def ensure_directories(self) -> None:
         layout = self.layout
-        wanted = [layout.root, layout.releases, layout.venvs, layout.models, layout.config_dir, layout.run_dir,
-                  layout.log_dir, layout.cache_dir, layout.nginx_sites, layout.supervisor_dir]
-        if layout.host_root:
-            wanted += [layout.host_root / "run", layout.host_root / "log", layout.host_root / "nginx" / "tmp"]
         with self.step("directories") as step:
-            created = self.run(["mkdir", "-pv", *map(str, wanted)]).stdout.splitlines()
-            step.changed = bool(created)
-            step.detail = f"made {len(created)} under {layout.host_root or layout.root}" if created else "all there"
+            done = self.run(commands.ensure_directories(layout.directories())).stdout.splitlines()
+            step.changed = bool(done)
+            step.detail = "; ".join(done) if done else f"all there under {layout.host_root or layout.root}"
 
     def ensure_secrets(self, environ: dict) -> str:
         """The env file holds a value for every secret; returns a digest of it (part of the release identity).
@@ -259,8 +302,11 @@ class Deployment:
                     wanted[name] = secrets.token_hex(32)
                     made.append(name)
             text = "".join(f"{name}={value}\n" for name, value in sorted(wanted.items()))
-            step.changed = self.target.write(path, text, mode=0o600)
+            owner = self.layout.user if self.system else None
+            step.changed = self.target.write(path, text, mode=0o600, owner=owner)
             self.run(["chmod", "600", str(path)])
+            if owner:
+                self.run(["chown", owner, str(path)])
             names = ", ".join(self.settings.app.secrets) or "none"
             step.detail = (f"{path} ({names}; made {', '.join(made)})" if made else
                            f"{path} updated ({names})" if step.changed else f"{path} ({names})")
@@ -275,7 +321,7 @@ class Deployment:
             if self.exists(stored / "manifest.json"):
                 return key
             tar = scratch / "model.tar"
-            self.local.run(["tar", "-cf", str(tar), "-C", str(model.path), "."])
+            self.local.run(["tar", "-cf", str(tar), "--owner=0", "--group=0", "-C", str(model.path), "."])
             self.unpack(tar, stored)
             step.changed = True
         return key
@@ -283,12 +329,10 @@ class Deployment:
     def unpack(self, tar: Path, destination: Path) -> None:
         """A tar file from this machine, unpacked at destination on the target (all or nothing)."""
         partial = destination.with_name(f".{destination.name}.partial")
-        upload = destination.with_name(f".{destination.name}.tar")
         self.run(["rm", "-rf", str(partial)])
         self.run(["mkdir", "-p", str(partial)])
-        self.target.upload(tar, upload)
-        self.run(["tar", "-xf", str(upload), "-C", str(partial)])
-        self.run(["rm", "-f", str(upload)])
+        with self.target.staged(tar) as staged:
+            self.run(["tar", "-xf", str(staged), "--no-same-owner", "--no-same-permissions", "-C", str(partial)])
         self.run(["mv", "-T", str(partial), str(destination)])
 
     def ensure_venv(self, source: Source, facts: HostFacts) -> str:
@@ -389,7 +433,8 @@ class Deployment:
         if color:
             argv = commands.probe(self.python, paths=paths, socket=self.layout.socket(color), wait=wait)
         else:
-            argv = commands.probe(self.python, paths=paths, port=self.settings.local.port,
+            address, port = self.layout.http_address
+            argv = commands.probe(self.python, paths=paths, address=address, port=port,
                                   host=self.settings.nginx.server_names[0], wait=wait)
         out = self.run(argv, timeout=wait + 60).stdout
         return [json.loads(line) for line in out.splitlines()]
@@ -398,13 +443,16 @@ class Deployment:
 
 
     def files(self, app: App, facts: HostFacts, live: str) -> dict[str, dict[Path, str]]:
-        """The target's config files (not the release's) for a live color, by who reads them."""
+        """The target's config files for a live color, by who reads them: not the release's own
+        gunicorn.conf.py, nor the host's boot files (provision writes those)."""
         grouped: dict[str, dict[Path, str]] = {"nginx": {}, "supervisor": {}}
         for file in render([app], facts, live):
             if file.destination is None or file.destination == self.layout.gunicorn_conf(live):
                 continue
-            reader = "supervisor" if "supervisor" in file.destination.parts else "nginx"
-            grouped[reader][file.destination] = file.content
+            if "supervisor" in file.destination.parts:
+                grouped["supervisor"][file.destination] = file.content
+            elif file.destination.is_relative_to(self.layout.nginx_dir):
+                grouped["nginx"][file.destination] = file.content
         return grouped
 
     def write_files(self, files: dict[Path, str]) -> dict[Path, str | None]:
@@ -429,15 +477,33 @@ class Deployment:
         (updating a running program restarts it). Returns whether anything changed."""
         earlier = self.write_files(files)
         if self.supervisord_pid() is None:
-            self.run(commands.supervisord_start(self.layout))
+            if self.system:
+                self.service("supervisor", "start", timeout=120)
+            else:
+                self.run(commands.supervisord_start(self.layout))
             if not self.wait(lambda: self.supervisord_pid() is not None, 30):
-                raise DeployError(f"supervisord did not start: see {self.layout.host_root}/log/supervisord.log")
+                raise DeployError(f"supervisord did not start: see {self.log_files('supervisord')[0]}")
             return True
         if idle:
             self.run(commands.supervisorctl(self.layout, "reread"))
             for color in idle:
                 self.run(commands.supervisorctl(self.layout, "update", commands.program(self.layout, color)))
         return bool(earlier)
+
+    def enable_sites(self, files: dict[Path, str]) -> dict[Path, str | None]:
+        """Debian's nginx reads sites-enabled: a link to each site file; returns the new links (as
+        write_files does: None, so restore removes them)."""
+        made = {}
+        for path in files:
+            link = self.layout.nginx_enabled / path.name if path.parent == self.layout.nginx_sites else None
+            if link and not self.exists(link):
+                self.link(path, link)
+                made[link] = None
+        return made
+
+    def reload_nginx_if_running(self) -> None:
+        if self.nginx_pid():
+            self.run(commands.nginx(self.layout, self.nginx_binary, "-s", "reload"))
 
     def nginx_test(self) -> None:
         result = self.run(commands.nginx(self.layout, self.nginx_binary, "-t", "-q"), check=False)
@@ -448,6 +514,8 @@ class Deployment:
         """nginx runs with these files: checked with nginx -t first (the old files are put back if it
         fails), then a graceful reload, waiting until the old workers have finished their requests."""
         earlier = self.write_files(files)
+        if self.system:
+            earlier.update(self.enable_sites(files))
         try:
             self.nginx_test()
         except DeployError:
@@ -455,11 +523,14 @@ class Deployment:
             raise
         master = self.nginx_pid()
         if master is None:
-            result = self.run(commands.nginx(self.layout, self.nginx_binary), check=False)
+            start = (commands.service(self.facts.systemd, "nginx", "start") if self.system else
+                     commands.nginx(self.layout, self.nginx_binary))
+            result = self.run(start, check=False, timeout=120)
             if result.exited != 0 or not self.wait(lambda: self.nginx_pid() is not None, 10):
                 self.restore(earlier)
                 said = "\n".join(dict.fromkeys((result.stdout + result.stderr).strip().splitlines()))  # it retries
-                fix = (f"\nanother program listens on {self.layout.http_listen}: stop it, or set [local] port in "
+                setting = "[nginx] port or address" if self.system else "[local] port"
+                fix = (f"\nanother program listens on {self.layout.http_listen}: stop it, or set {setting} in "
                        "deploy.toml" if "Address already in use" in said else "")
                 raise DeployError(f"nginx did not start:\n{said}{fix}")
             return "started"
@@ -581,10 +652,11 @@ class Deployment:
     def verify(self) -> str:
         """nginx answers /readyz with 200 on the site's port."""
         answer = self.ask(["/readyz"], wait=10)[0]
+        address, port = self.layout.http_address
         if answer["status"] != 200:
-            raise DeployError(f"nginx on port {self.settings.local.port} answered /readyz with {answer['status']} "
+            raise DeployError(f"nginx on {address}:{port} answered /readyz with {answer['status']} "
                               f"{(answer.get('body') or answer.get('error', '')).strip()[:200]}")
-        return f"http://127.0.0.1:{self.settings.local.port}/readyz 200"
+        return f"http://{address}:{port}/readyz 200 (asked on {self.target.name})"
 
     # ---- tasks --------------------------------------------------------------------------------
 
@@ -674,7 +746,7 @@ class Deployment:
                     for color in COLORS]
         for program in programs:
             program.release = pointers.release[program.color]
-        status = Status(target=self.target.name, url=f"http://127.0.0.1:{self.settings.local.port}/",
+        status = Status(target=self.target.name, url=self.url,
                         supervisord=supervisord, nginx=self.nginx_pid(), live=live,
                         release=releases.get(pointers.live_release), programs=programs)
         if live and any(p.color == live and p.state == "RUNNING" for p in programs):
@@ -685,6 +757,28 @@ class Deployment:
             status.through_nginx = f"{answer['status']} {(answer.get('body') or answer.get('error', '')).strip()}"
         return status
 
+    def diff(self, model_mb: float | None = None) -> list[str]:
+        """Unified diffs of every rendered config against the file on the target (changes nothing).
+
+        Rendered for the live color, with the live release's worker plan (or, before the first
+        deploy, the plan a deploy would make now)."""
+        pointers = self.pointers()
+        live = pointers.live or COLORS[0]
+        release = next((r for r in self.releases() if r.id == pointers.live_release), None)
+        app = (App(self.settings, self.layout, WorkerPlan(release.workers, release.explanation)) if release
+               else plan_app(self.settings, self.layout, self.facts, model_mb=model_mb))
+        diffs = []
+        for file in render([app], self.facts, live):
+            if file.destination is None:
+                continue
+            current = self.target.read(file.destination)
+            if current != file.content:
+                diffs.append("".join(difflib.unified_diff(
+                    (current or "").splitlines(keepends=True), file.content.splitlines(keepends=True),
+                    f"{self.target.name}:{file.destination}" + ("" if current is not None else " (missing)"),
+                    f"rendered:{file.destination}")))
+        return diffs
+
     def log_files(self, what: str) -> list[Path]:
         """The log files of the live app, nginx, or supervisord."""
         live = self.pointers().live or COLORS[0]
@@ -694,23 +788,28 @@ class Deployment:
         else:  # Debian's places
             nginx = [Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")]
             supervisord = Path("/var/log/supervisor/supervisord.log")
-        files = {"app": [self.layout.log_dir / f"{live}.log"], "nginx": nginx, "supervisord": [supervisord]}
+        app = [self.layout.log_dir / f"{live}.log"]  # gunicorn's and the app's lines: one log
+        files = {"app": app, "gunicorn": app, "nginx": nginx, "supervisord": [supervisord]}
         if what not in files:
             raise DeployError(f"--what {what}: must be one of {', '.join(files)}")
         return files[what]
 
     def stop(self) -> list[int]:
-        """Stop gunicorn (both colors), supervisord and nginx; returns the pids that were stopped."""
+        """Stop gunicorn (both colors), supervisord and nginx; returns the pids that were stopped.
+        On a host only the app's programs: supervisord and nginx are the host's, and may serve more."""
         pids: list[int] = []
         supervisord = self.supervisord_pid()
-        if supervisord:
+        if supervisord and self.system:
+            pids = [p.pid for p in (self.program(c) for c in COLORS) if p.pid]
+            self.run(commands.supervisorctl(self.layout, "stop", *(commands.program(self.layout, c) for c in COLORS)),
+                     check=False, timeout=self.settings.gunicorn.graceful_timeout + 60)
+        elif supervisord:
             pids.append(supervisord)
             pids += [p.pid for p in (self.program(c) for c in COLORS) if p.pid]
             self.run(commands.supervisorctl(self.layout, "shutdown"), check=False)
-        nginx = self.nginx_pid()
+        nginx = None if self.system else self.nginx_pid()
         if nginx:
             pids.append(nginx)
-            self.locate_nginx()
             self.run(commands.nginx(self.layout, self.nginx_binary, "-s", "quit"), check=False)
         timeout = self.settings.gunicorn.graceful_timeout + 30
         if not self.wait(lambda: all(self.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):

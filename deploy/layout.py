@@ -20,6 +20,14 @@ COLORS = ("blue", "green")
 
 
 @dataclass(frozen=True)
+class Directory:
+    path: Path
+    owner: str = ""  # "" leaves owner, group and mode as they are (the local target: all the user's)
+    group: str = ""
+    mode: str = ""  # octal, as stat -c %a prints it
+
+
+@dataclass(frozen=True)
 class Layout:
     kind: str  # "local" or "system"
     app: str
@@ -81,6 +89,34 @@ class Layout:
         """One JSON line per deploy or rollback: when, who, which release, the result."""
         return self.root / "history.jsonl"
 
+    def directories(self) -> list[Directory]:
+        """Every directory the target needs; on a host with owners and modes: the app's user may
+        read its config and make its sockets, nginx (its group) may reach them and nothing else."""
+        if self.kind == "local":
+            places = [self.root, self.releases, self.venvs, self.models, self.config_dir, self.run_dir,
+                      self.log_dir, self.cache_dir, self.nginx_sites, self.supervisor_dir, self.host_root / "run",
+                      self.host_root / "log", self.host_root / "nginx" / "tmp"]
+            return [Directory(path) for path in places]
+        shared = ("root", "root", "755")
+        return [Directory(self.root, *shared), Directory(self.releases, *shared), Directory(self.venvs, *shared),
+                Directory(self.models, *shared), Directory(self.config_dir, "root", self.user, "750"),
+                Directory(self.run_dir, self.user, self.nginx_group, "2750"),
+                Directory(self.log_dir, "root", "adm", "750"),
+                Directory(self.cache_dir, self.nginx_group, self.nginx_group, "700"),
+                Directory(self.nginx_sites, *shared), Directory(self.nginx_enabled, *shared),
+                Directory(self.supervisor_dir, *shared)]
+
+    @property
+    def nginx_enabled(self) -> Path | None:
+        """Where Debian's nginx reads sites from: links to nginx_sites (the local target reads nginx_sites)."""
+        return self.nginx_dir / "sites-enabled" if self.kind == "system" else None
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        """Where the target itself reaches nginx's plain HTTP server: (address, port)."""
+        address, _, port = self.http_listen.rpartition(":")
+        return address.strip("[]") or "127.0.0.1", int(port)
+
     def socket(self, color: str) -> Path:
         return self.run_dir / f"{color}.sock"
 
@@ -95,6 +131,11 @@ class Layout:
         return replace(self, user=user, nginx_group=group, **moved)
 
 
+def listen(address: str, port: int) -> str:
+    """nginx's listen value: the port alone means every address."""
+    return f"{address}:{port}" if address else str(port)
+
+
 def system_layout(settings) -> Layout:
     """A host's layout: Debian's places, the app's own system user."""
     app = settings.app.name
@@ -103,8 +144,8 @@ def system_layout(settings) -> Layout:
         run_dir=Path("/run") / app, log_dir=Path("/var/log") / app, cache_dir=Path("/var/cache/nginx") / app,
         nginx_dir=Path("/etc/nginx"), nginx_sites=Path("/etc/nginx/sites-available"),
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
-        home=Path("/srv") / app, user=app, nginx_group="www-data", http_listen=str(settings.nginx.port),
-        tls_listen=str(settings.nginx.tls_port), process_manager=settings.app.process_manager)
+        home=Path("/srv") / app, user=app, nginx_group="www-data", http_listen=listen(settings.nginx.address, settings.nginx.port),
+        tls_listen=listen(settings.nginx.address, settings.nginx.tls_port), process_manager=settings.app.process_manager)
 
 
 def local_layout(settings, user: str | None = None, group: str | None = None, home: Path | None = None) -> Layout:

@@ -4,7 +4,7 @@ A deploy asks a new gunicorn, over its own unix socket, for /readyz until it ans
 deadline passes, then for a smoke query; it asks nginx the same on its port. Running on the target
 keeps that one command per check, over SSH too, and needs nothing installed there but python3.
 
-SPEC is JSON: {"socket": path or "", "port": n, "host": Host header, "paths": [...], "wait": seconds}.
+SPEC is JSON: {"socket": path or "", "address": nginx's address, "port": n, "host": Host header, "paths": [...], "wait": seconds}.
 The first path is retried until it answers 200 or `wait` runs out; the others are asked once
 after it. Prints one JSON object per path: {"path", "status" (0 if no answer), "body" or "error"}.
 """
@@ -30,7 +30,7 @@ def ask(spec, path, timeout=10.0):
     if spec.get("socket"):
         connection = UnixConnection(spec["socket"], timeout)
     else:
-        connection = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=timeout)
+        connection = http.client.HTTPConnection(spec.get("address", "127.0.0.1"), spec["port"], timeout=timeout)
     try:
         connection.request("GET", path, headers={"Host": spec.get("host", "localhost")})
         response = connection.getresponse()

@@ -153,6 +153,11 @@ def render_gunicorn_conf(app: App) -> str:
     return template("gunicorn/gunicorn.conf.py.j2", **gunicorn_values(app))
 
 
+def tmpfiles_conf(layout: Layout) -> str:
+    """systemd-tmpfiles' line that makes the socket directory at boot."""
+    return template("systemd/tmpfiles.conf.j2", layout=layout)
+
+
 def standalone_gunicorn_conf(settings, workers: int) -> str:
     """The gunicorn config for running by hand (`fab serve`, tests): bind and workers on the command line."""
     plan = WorkerPlan(workers, f"{workers}, given on the command line (--workers)")
@@ -285,8 +290,7 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
                           template("supervisor/program.conf.j2", **manager_values(app, live)),
                           f"supervisor programs {app.layout.app}-blue and {app.layout.app}-green"))
         if app.layout.kind == "system" and facts.systemd:
-            files.append((Path("/etc/tmpfiles.d") / f"{app.layout.app}.conf",
-                          template("systemd/tmpfiles.conf.j2", layout=app.layout),
+            files.append((Path("/etc/tmpfiles.d") / f"{app.layout.app}.conf", tmpfiles_conf(app.layout),
                           f"the socket directory {app.layout.run_dir}, made again at every boot"))
     rendered = [RenderedFile(destination_path(layout, dest), dest, content, about)
                 for dest, content, about in files]

@@ -113,6 +113,8 @@ RATE = matching(r"(off|[1-9][0-9]*r/[sm])", '"off" or a rate such as "10r/s" or 
 PREFIX = matching(r"(/[A-Za-z0-9._~-]+)*", 'empty (the app at /) or a path such as "/words" (no trailing /)')
 PATH = matching(r"\S+", "a path")
 OPTIONAL_PATH = matching(r"\S*", 'a path, or "" for the default')
+ADDRESS = matching(r"([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\])?",
+                   '"" (every address), an IPv4 address such as "10.0.0.5", or an IPv6 one in brackets')
 NETWORK = matching(r"[0-9a-fA-F.:]+(/[0-9]{1,3})?|all", 'an address or network such as "127.0.0.1" or "10.0.0.0/8"')
 
 
@@ -174,6 +176,8 @@ SETTINGS = [
             integer(1)),
     Setting("nginx.server_names", ("localhost", "127.0.0.1"),
             "Host names this site answers; other names are dropped by the catch-all server.", list_of(HOST, 1)),
+    Setting("nginx.address", "", 'The address nginx listens on, on a host ("" for every address); for example '
+            "a private network's address, so the site is reached only through it.", ADDRESS),
     Setting("nginx.port", 80, "Port for HTTP on a host.", integer(1, 65535)),
     Setting("nginx.client_max_body_size", "2m",
             "Largest request body nginx passes on; keep it above the app's FLASK_MAX_CONTENT_LENGTH "

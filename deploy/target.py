@@ -5,13 +5,15 @@ turns a failure into CommandFailed carrying the command and what it printed.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from invoke.exceptions import CommandTimedOut
+from invoke.exceptions import AuthFailure, CommandTimedOut
+from paramiko import AuthenticationException, BadHostKeyException, MissingHostKeyPolicy, SSHException, WarningPolicy
+from paramiko.ssh_exception import NoValidConnectionsError
 
 
 class CommandFailed(Exception):
@@ -30,11 +32,25 @@ class Result:
     exited: int
 
 
-class Target:
-    """Runs argument lists through a Fabric Connection or an invoke Context (this machine)."""
+class TargetError(Exception):
+    """The target cannot be reached or used: no connection, an untrusted host key, sudo refused."""
 
-    def __init__(self, context):
+
+SUDO_PROMPT_HELP = ("run fab with --prompt-for-sudo-password (-H user@host), or give the user passwordless sudo, "
+                    "or connect as root")
+
+
+class Target:
+    """Runs argument lists through a Fabric Connection or an invoke Context (this machine).
+
+    With root=True, a host's commands run as root: directly when the SSH user is root, else
+    through sudo (passwordless, or with the password fab --prompt-for-sudo-password asked for).
+    """
+
+    def __init__(self, context, root: bool = False):
         self.context = context
+        self.root = root
+        self._sudo: str | None = None  # "", "nopasswd" or "password", decided by the first command
 
     @property
     def remote(self) -> bool:
@@ -46,47 +62,144 @@ class Target:
         return getattr(self.context, "host", None) or "this machine"
 
     def run(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None,
-            timeout: float = 300, check: bool = True) -> Result:
-        """Run a command; with check, a non-zero exit raises CommandFailed."""
+            timeout: float = 300, check: bool = True, as_user: bool = False) -> Result:
+        """Run a command (as root when the target is a root one, unless as_user); with check, a
+        non-zero exit raises CommandFailed."""
         command = shlex.join(argv)
         if env:
             command = shlex.join(["env", *(f"{k}={v}" for k, v in env.items())]) + " " + command
         if cwd:
             command = f"cd {shlex.quote(cwd)} && {command}"
+        run, command = self.runner(command, as_user)
         try:
-            result = self.context.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+            result = self.connected(run, command, hide=True, warn=True, timeout=timeout, in_stream=False)
         except CommandTimedOut:
             raise CommandFailed(command, None, f"no answer within {timeout} s") from None
+        except AuthFailure:
+            raise TargetError(f"sudo on {self.name} refused the password given: {SUDO_PROMPT_HELP}") from None
         if check and result.exited != 0:
             raise CommandFailed(command, result.exited, result.stdout + result.stderr)
         return Result(result.stdout, result.stderr, result.exited)
 
+    def runner(self, command: str, as_user: bool = False):
+        """The function that runs command, and the command as it goes to it (wrapped in sudo if need be)."""
+        sudo = "" if as_user else self.sudo()
+        if sudo == "nopasswd":
+            return self.context.run, "sudo -n -H -- sh -c " + shlex.quote(command)
+        if sudo == "password":  # Fabric's sudo answers the password prompt
+            return self.context.sudo, "sh -c " + shlex.quote(command)
+        return self.context.run, command
+
+    def connected(self, call, *args, **kwargs):
+        """call(...), with a failure to connect or authenticate turned into one line naming the host."""
+        if not self.remote:
+            return call(*args, **kwargs)
+        try:
+            return call(*args, **kwargs)
+        except (SSHException, OSError) as exc:
+            raise TargetError(connection_error(self.context, exc)) from None
+
+    def sudo(self) -> str:
+        """How this target's commands get root: "" (already root, or not needed), "nopasswd" or "password"."""
+        if self._sudo is None:
+            self._sudo = ""
+            if self.root and self.remote and self.context.user != "root":
+                if self.run(["sudo", "-n", "true"], check=False, as_user=True).exited == 0:
+                    self._sudo = "nopasswd"
+                elif self.context.config.sudo.password:
+                    self._sudo = "password"
+                else:
+                    raise TargetError(f"sudo on {self.name} asks {self.context.user}'s password: "
+                                      f"{SUDO_PROMPT_HELP}")
+        return self._sudo
+
     def stream(self, argv: list[str]) -> None:
         """Run a command with its output going straight to the terminal (tail -F: until Ctrl-C)."""
-        self.context.run(shlex.join(argv), pty=False, warn=True, in_stream=False)
+        run, command = self.runner(shlex.join(argv))
+        self.connected(run, command, pty=False, warn=True, in_stream=False)
 
     def read(self, path: Path) -> str | None:
         """A text file's content; None when it does not exist."""
         result = self.run(["cat", "--", str(path)], check=False)
         return result.stdout if result.exited == 0 else None
 
-    def upload(self, source: Path | bytes, path: Path, mode: int = 0o644) -> None:
-        """Put a local file (or bytes) at path on the target, atomically: written beside it, then renamed."""
+    @contextlib.contextmanager
+    def staged(self, source: Path | bytes):
+        """A copy of a local file (or bytes) on the target, readable only by the user who connected,
+        removed afterwards; yields its path there. On this machine, the file itself."""
+        if not self.remote and not isinstance(source, bytes):
+            yield Path(source)
+            return
+        path = Path(self.run(["mktemp", "-t", "modelhost.XXXXXXXX"], as_user=True).stdout.strip())
+        try:
+            if self.remote:
+                self.connected(self.context.put, io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                               str(path), preserve_mode=False)
+            else:
+                path.write_bytes(source)
+            yield path
+        finally:
+            self.run(["rm", "-f", "--", str(path)], check=False, as_user=True)
+
+    def upload(self, source: Path | bytes, path: Path, mode: int = 0o644, owner: str | None = None) -> None:
+        """Put a local file (or bytes) at path on the target, atomically: written beside it with its
+        mode (and owner) from the start, then renamed; a secret is never readable by others."""
         partial = path.with_name(f".{path.name}.partial")
-        # Made empty with its mode first, then filled: a secret is never readable by others, not even briefly.
-        self.run(["install", "-m", f"{mode:o}", "/dev/null", str(partial)])
-        if self.remote:
-            self.context.put(io.BytesIO(source) if isinstance(source, bytes) else str(source), str(partial),
-                             preserve_mode=False)
-        elif isinstance(source, bytes):
-            partial.write_bytes(source)  # an existing file keeps its mode
-        else:
-            shutil.copyfile(source, partial)
+        with self.staged(source) as staged:
+            self.run(["install", "-m", f"{mode:o}", *(["-o", owner] if owner else []), "-T", str(staged),
+                      str(partial)])
         self.run(["mv", "-f", "--", str(partial), str(path)])
 
-    def write(self, path: Path, text: str, mode: int = 0o644) -> bool:
+    def write(self, path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
         """Make path hold text; returns whether it changed (an identical file is left alone)."""
         if self.read(path) == text:
             return False
-        self.upload(text.encode("utf-8"), path, mode)
+        self.upload(text.encode("utf-8"), path, mode, owner)
         return True
+
+
+def connection_error(connection, exc: Exception) -> str:
+    """One line: which host, what went wrong, and what to do when the host key is the problem."""
+    host = connection.host + (f":{connection.port}" if connection.port != 22 else "")
+    if isinstance(exc, BadHostKeyException):
+        return (f"the host key of {host} is not the one in known_hosts: the host was reinstalled, or someone is "
+                f"in between. If you know why it changed, remove the old key with ssh-keygen -R {connection.host} "
+                "and trust the new one")
+    if isinstance(exc, UnknownHostKey):
+        return (f"{host} is not a known host (its key is not in known_hosts). Check its key's fingerprint, then "
+                f"trust it: ssh {connection.user}@{host} once and answer yes, or ssh-keyscan -H "
+                f"{'-p ' + str(connection.port) + ' ' if connection.port != 22 else ''}{connection.host} >> "
+                "~/.ssh/known_hosts")
+    if isinstance(exc, AuthenticationException):
+        return (f"cannot log in to {host} as {connection.user}: {exc}. Put your public key in "
+                f"~{connection.user}/.ssh/authorized_keys there (ssh-copy-id {connection.user}@{host})")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, NoValidConnectionsError):
+        reason = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
+    return f"cannot connect to {host}: {reason}"
+
+
+class UnknownHostKey(SSHException):
+    """The host's key is not in known_hosts (and StrictHostKeyChecking is not "no")."""
+
+
+class RejectUnknown(MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(f"{hostname} is not a known host")
+
+
+def check_host_keys(connection) -> None:
+    """Make a Fabric Connection check host keys as ssh does (Fabric accepts any key by default):
+    known_hosts files from the SSH config (UserKnownHostsFile, GlobalKnownHostsFile) or ssh's
+    defaults; an unknown host is refused unless the SSH config says StrictHostKeyChecking no."""
+    config = connection.ssh_config
+    files = []
+    for key, default in (("userknownhostsfile", "~/.ssh/known_hosts ~/.ssh/known_hosts2"),
+                         ("globalknownhostsfile", "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2")):
+        value = config.get(key, default)
+        files += value.split() if isinstance(value, str) else list(value)
+    for path in (Path(name).expanduser() for name in files):
+        if path.is_file():
+            connection.client.load_system_host_keys(str(path))  # read only: nothing is ever added
+    strict = str(config.get("stricthostkeychecking", "yes")).lower()
+    connection.client.set_missing_host_key_policy(WarningPolicy() if strict == "no" else RejectUnknown())

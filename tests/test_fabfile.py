@@ -10,10 +10,16 @@ def test_fab_list_shows_every_task_with_its_help():
     result = fab("--list")
     assert result.returncode == 0, result.stderr
     helps = dict(re.findall(r"^  ([a-z-]+) +(\S.*)$", result.stdout, re.M))
-    assert set(helps) == {"build-model", "deploy", "logs", "releases", "render", "rollback", "serve", "status",
-                          "stop"}
+    assert set(helps) == {"build-model", "deploy", "diff", "logs", "provision", "releases", "render", "rollback",
+                          "serve", "status", "stop"}
     assert helps["deploy"].startswith("Deploy the app's git revision")
-    assert helps["stop"].startswith("Stop everything the local target started")
+    assert helps["provision"].startswith("Prepare a host (-H user@host)")
+
+
+def test_provision_is_refused_without_a_host():
+    result = fab("provision")
+    assert result.returncode == 2
+    assert "provision prepares a host: fab -H user@host provision" in result.stderr
 
 
 def test_build_model_skips_a_valid_model_and_rebuilds_a_damaged_one(tmp_path, demo_model):
