@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from fabric import task
+from invoke import Context
 from invoke.exceptions import Exit
 
 from deploy import commands, settings as deploy_settings
@@ -122,7 +123,7 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
             layout = local_layout(loaded) if target == "local" else system_layout(loaded)
             base_dir = Path(path).resolve().parent
             if loaded.model.size_mb == "auto" and (base_dir / loaded.model.path).resolve() == DEMO_MODEL:
-                build_model(c)  # the worker rule needs the demo model's size
+                build_model(Context())  # the worker rule needs the demo model's size (made here)
             apps.append(plan_app(loaded, layout, host, base_dir))
         files = render_files(apps, host, live)
         print(f"host: {host.describe()}")
@@ -130,7 +131,7 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
             print(f"{app.layout.app} workers: {app.plan.explanation}")
         if check:
             with tempfile.TemporaryDirectory(prefix="modelhost-check-") as scratch:
-                for line in check_rendered(Target(c), apps, host, Path(scratch), live):
+                for line in check_rendered(Target(Context()), apps, host, Path(scratch), live):
                     print(f"checked: {line}")
     except ERRORS as exc:
         raise Exit(f"error: {exc}", code=1) from None
@@ -214,8 +215,8 @@ def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     base_dir = Path(d.settings.source).resolve().parent
     model_path = (base_dir / d.settings.model.path).resolve()
     if model_path == DEMO_MODEL:
-        build_model(c)
-    source = read_source(Target(c), base_dir, allow_dirty)
+        build_model(Context())  # on this machine, whatever the target
+    source = read_source(d.local, base_dir, allow_dirty)
     model = read_model(model_path)
     print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
     release = d.deploy(source, model, dict(os.environ))
@@ -263,8 +264,9 @@ def releases(c, settings=None):
     """List the releases on the target, newest first, with the live and idle colors marked."""
     d = deployment(c, settings)
     found = d.releases()
+    print(f"releases of {d.settings.app.name} on {d.target.name}:")
     if not found:
-        print("no releases yet: fab deploy makes one")
+        print("  none yet: fab deploy makes one")
         return
     pointers = d.pointers()
     results = {h["release"]: h["result"] for h in d.history()}

@@ -89,11 +89,13 @@ def cat_all(directory: Path, name: str) -> list[str]:
 
 def ensure_directories(directories: list[Directory]) -> list[str]:
     """Makes each directory that is missing and sets owner, group and mode where they differ;
-    prints one line per change ("made PATH", "set PATH owner:group mode")."""
+    prints one line per change ("made PATH", "set PATH owner:group mode"). chmod keeps a
+    directory's setgid bit unless told: a three-digit mode clears it."""
     script = ('while [ $# -gt 0 ]; do d=$1 o=$2 g=$3 m=$4; shift 4; '
               '[ -d "$d" ] || { mkdir -p "$d" && echo "made $d"; } || exit 1; '
               '[ -z "$o" ] || [ "$(stat -c %U:%G:%a "$d")" = "$o:$g:$m" ] || '
-              '{ chown "$o:$g" "$d" && chmod "$m" "$d" && echo "set $d $o:$g $m"; } || exit 1; done')
+              '{ chown "$o:$g" "$d" && chmod "$m" "$d" && { [ ${#m} -gt 3 ] || chmod ug-s "$d"; } '
+              '&& echo "set $d $o:$g $m"; } || exit 1; done')
     return ["sh", "-c", script, "sh", *(str(v) for d in directories for v in (d.path, d.owner, d.group, d.mode))]
 
 

@@ -261,9 +261,11 @@ class Deployment:
     def check_provisioned(self, step: Step) -> None:
         """A host has what `fab provision` installs: the app's user, nginx, supervisor, python3 with venv."""
         script = ('id -u "$1" >/dev/null 2>&1 || echo "the user $1"; '
+                  'id -nG "$3" 2>/dev/null | grep -qw "$1" || echo "$3 in group $1"; '
                   'command -v supervisorctl >/dev/null || echo supervisor; '
                   '"$2" -c "import venv, ensurepip" 2>/dev/null || echo python3-venv')
-        missing = self.run(["sh", "-c", script, "sh", self.layout.user, self.python]).stdout.splitlines()
+        missing = self.run(["sh", "-c", script, "sh", self.layout.user, self.python,
+                            self.layout.nginx_group]).stdout.splitlines()
         if self.nginx_binary == "nginx":
             missing.append("nginx")
         if missing:
@@ -275,8 +277,13 @@ class Deployment:
         layout = self.layout
         with self.step("directories") as step:
             done = self.run(commands.ensure_directories(layout.directories())).stdout.splitlines()
+            made = [line.split()[1] for line in done if line.startswith("made ")]
+            fixed = [line.split()[1] for line in done if line.startswith("set ")]
             step.changed = bool(done)
-            step.detail = "; ".join(done) if done else f"all there under {layout.host_root or layout.root}"
+            step.detail = "; ".join(part for part in (
+                f"made {len(made)} ({', '.join(made[:3])}{', ...' if len(made) > 3 else ''})" if made else "",
+                f"set owner and mode of {', '.join(fixed)}" if fixed else "") if part) or (
+                f"all there under {layout.host_root or layout.root}")
 
     def ensure_secrets(self, environ: dict) -> str:
         """The env file holds a value for every secret; returns a digest of it (part of the release identity).
@@ -321,7 +328,9 @@ class Deployment:
             if self.exists(stored / "manifest.json"):
                 return key
             tar = scratch / "model.tar"
-            self.local.run(["tar", "-cf", str(tar), "--owner=0", "--group=0", "-C", str(model.path), "."])
+            # Readable by the app's user whatever the modes here (a private temporary directory, say).
+            self.local.run(["tar", "-cf", str(tar), "--owner=0", "--group=0", "--mode=u+rwX,go+rX,go-w",
+                            "-C", str(model.path), "."])
             self.unpack(tar, stored)
             step.changed = True
         return key
@@ -598,7 +607,9 @@ class Deployment:
             if self.program(new).state not in ("STOPPED", "EXITED", "FATAL", "DOWN"):
                 self.run(commands.supervisorctl(layout, "stop", commands.program(layout, new)), timeout=120)
             self.link(f"releases/{release.id}", layout.release(new))
-            self.ensure_supervisord(self.files(app, facts, live or new)["supervisor"], idle=[new])
+            # Every color but the live one is idle: both of them on a first deploy.
+            self.ensure_supervisord(self.files(app, facts, live or new)["supervisor"],
+                                    idle=[color for color in COLORS if color != live])
             self.start(new, release)
             try:
                 self.ensure_nginx(self.files(app, facts, new)["nginx"])

@@ -100,7 +100,7 @@ class Layout:
         shared = ("root", "root", "755")
         return [Directory(self.root, *shared), Directory(self.releases, *shared), Directory(self.venvs, *shared),
                 Directory(self.models, *shared), Directory(self.config_dir, "root", self.user, "750"),
-                Directory(self.run_dir, self.user, self.nginx_group, "2750"),
+                Directory(self.run_dir, self.user, self.nginx_group, "750"),
                 Directory(self.log_dir, "root", "adm", "750"),
                 Directory(self.cache_dir, self.nginx_group, self.nginx_group, "700"),
                 Directory(self.nginx_sites, *shared), Directory(self.nginx_enabled, *shared),

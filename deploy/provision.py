@@ -13,6 +13,8 @@ and costs a handful of quick commands (no `apt-get update` unless a package is m
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploy import commands
 from deploy.deployment import Deployment, DeployError
 from deploy.render import tmpfiles_conf
@@ -21,7 +23,7 @@ from deploy.target import CommandFailed
 PACKAGES = ["nginx", "supervisor", "python3-venv", "procps"]
 SERVICES = ["nginx", "supervisor"]
 NOLOGIN = "/usr/sbin/nologin"
-SUPERVISOR_DEFAULTS = "/etc/default/supervisor"  # sourced by /etc/init.d/supervisor before it starts
+SUPERVISOR_DEFAULTS = Path("/etc/default/supervisor")  # sourced by /etc/init.d/supervisor before it starts
 
 
 def provision(d: Deployment) -> None:
@@ -53,21 +55,28 @@ def ensure_packages(d: Deployment) -> None:
 
 
 def ensure_user(d: Deployment) -> None:
-    user, home = d.layout.user, d.layout.home
+    """The app's own system user, and nginx's user in its group: gunicorn's sockets belong to the
+    app's user and group (gunicorn sets them), mode 770."""
+    user, home, nginx = d.layout.user, d.layout.home, d.layout.nginx_group  # Debian: user and group www-data
     with d.step("user") as step:
         found = d.run(["getent", "passwd", user], check=False).stdout.strip()
         if found:
             shell = found.split(":")[-1]
-            step.detail = f"{user} exists (shell {shell})"
+            step.detail = f"{user} exists (no login shell)"
             if shell not in (NOLOGIN, "/bin/false", "/usr/bin/false"):
                 raise DeployError(f"user {user} exists on {d.target.name} with the login shell {shell}: the app "
                                   f"needs a user of its own with no login. Set another [app] name, or run: "
                                   f"usermod -s {NOLOGIN} {user}")
-            return
-        d.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--no-create-home",
-               "--shell", NOLOGIN, "--comment", f"modelhost app {d.layout.app}", user])
-        step.changed = True
-        step.detail = f"made system user {user} (home {home}, no login shell)"
+        else:
+            d.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--no-create-home",
+                   "--shell", NOLOGIN, "--comment", f"modelhost app {d.layout.app}", user])
+            step.changed = True
+            step.detail = f"made system user {user} (home {home}, no login shell)"
+        if user not in d.run(["id", "-nG", nginx]).stdout.split():
+            d.run(["usermod", "--append", "--groups", user, nginx])
+            d.reload_nginx_if_running()  # its new workers take the new group
+            step.changed = True
+            step.detail += f"; {nginx} (nginx) added to group {user}, to reach the app's sockets"
 
 
 def ensure_boot(d: Deployment) -> None:
@@ -75,11 +84,11 @@ def ensure_boot(d: Deployment) -> None:
     layout = d.layout
     with d.step("boot") as step:
         if d.facts.systemd:
-            path = f"/etc/tmpfiles.d/{layout.app}.conf"
+            path = Path("/etc/tmpfiles.d") / f"{layout.app}.conf"
             step.changed = d.target.write(path, tmpfiles_conf(layout))
             step.detail = f"{path} makes {layout.run_dir} at boot"
             return
-        line = (f"install -d -o {layout.user} -g {layout.nginx_group} -m 2750 {layout.run_dir}"
+        line = (f"install -d -o {layout.user} -g {layout.nginx_group} -m 0750 {layout.run_dir}"
                 f"  # modelhost: {layout.app}'s sockets (/run is emptied at boot)")
         current = d.target.read(SUPERVISOR_DEFAULTS) or ""
         step.detail = f"{SUPERVISOR_DEFAULTS} makes {layout.run_dir} before supervisor starts"

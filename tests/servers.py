@@ -5,6 +5,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,9 +34,45 @@ def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def request(port: int, path: str, host: str = "localhost", method: str = "GET"):
-    """(status, headers, body) from 127.0.0.1:port (nginx), with this Host header, on a new connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def ok(result: subprocess.CompletedProcess) -> str:
+    """A fab run's output, once it is known to have succeeded."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def app_checkout(repo: Path, settings: str) -> Path:
+    """A git repository holding this checkout's tracked files (not the golden samples) and this
+    deploy.toml, committed: what a user deploys."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
+                             text=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file() and not name.startswith("tests/golden/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "deploy.toml").write_text(settings)
+    git(repo, "init", "-q")
+    git(repo, "config", "user.name", "test")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the app")
+    return repo
+
+
+def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> None:
+    file = repo / path
+    text = file.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    file.write_text(text.replace(old, new, 1))
+    git(repo, "commit", "-qam", message)
+
+
+def request(port: int, path: str, host: str = "localhost", method: str = "GET", address: str = "127.0.0.1"):
+    """(status, headers, body) from address:port (nginx), with this Host header, on a new connection."""
+    connection = http.client.HTTPConnection(address, port, timeout=30)
     try:
         connection.request(method, path, headers={"Host": host})
         response = connection.getresponse()

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -20,37 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import FAB, ROOT, assert_gone, children, fab, free_port, needs_nginx, request
+from tests.servers import (FAB, ROOT, app_checkout, assert_gone, children, commit_change, fab, free_port, git,
+                           needs_nginx, ok, request)
 
 pytestmark = needs_nginx
 MIN_REQUESTS = 2000
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> None:
-    file = repo / path
-    text = file.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    file.write_text(text.replace(old, new, 1))
-    git(repo, "commit", "-qam", message)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, demo_model):
     """A git checkout of this app with a deploy.toml for a temporary root and a free port."""
     base = tmp_path_factory.mktemp("deploy")
-    repo = base / "app"
-    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
-                             text=True).stdout.split("\0")
-    for name in filter(None, tracked):
-        if (ROOT / name).is_file() and not name.startswith("tests/golden/"):
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
     port = free_port()
-    (repo / "deploy.toml").write_text(f"""
+    repo = app_checkout(base / "app", f"""
 [model]
 path = "{demo_model}"
 [gunicorn]
@@ -65,22 +46,12 @@ keep_releases = 3
 root = "{base / 'host'}"
 port = {port}
 """)
-    git(repo, "init", "-q")
-    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "add", "-A")
-    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "the app")
-    git(repo, "config", "user.name", "test")
-    git(repo, "config", "user.email", "test@example.com")
     yield repo, port, base / "host"
     fab("stop", "--settings", str(repo / "deploy.toml"))
 
 
 def deploy(site, *args: str) -> subprocess.CompletedProcess:
     return fab("deploy", "--settings", str(site[0] / "deploy.toml"), *args)
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @contextlib.contextmanager
@@ -188,7 +159,7 @@ def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(sit
     assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert livez(port) == {"status": "ok"}
     out = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
-    newest, older = out.splitlines()[:2]
+    newest, older = out.splitlines()[1:3]
     assert newest.rstrip().endswith("green") and older.rstrip().endswith("blue (live)")
 
 
@@ -283,7 +254,7 @@ def test_stop_leaves_no_process_behind(site):
 def test_a_deploy_after_stop_starts_the_live_release_again_and_makes_nothing_new(site):
     repo, port, host = site
     before = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
-    assert len(before.splitlines()) == 3  # [deploy] keep_releases, of the 6 made
+    assert len(before.splitlines()) == 4  # a header, then [deploy] keep_releases of the 6 made
     app_root = host / "modelhost"
     (model,) = os.listdir(app_root / "models")  # stored once, shared by every release
     (venv,) = os.listdir(app_root / "venvs")

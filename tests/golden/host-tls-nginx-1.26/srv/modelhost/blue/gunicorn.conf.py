@@ -30,8 +30,9 @@ max_requests = 2000
 max_requests_jitter = 200
 # The workers' heartbeat files: in memory, not on an SD card.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-# The unix socket is created rw for gunicorn's user and group only; its directory's group is
-# nginx's (www-data), which lets nginx connect and no one else.
+# gunicorn gives its unix socket its own user and group, rw for both only (umask 007). On a host
+# nginx's user is in the app's group (provision adds it), and the socket directory lets in only
+# the app and nginx's group (www-data).
 umask = 0o007
 # Peers whose X-Forwarded-Proto gunicorn itself believes: loopback only, the default (nginx on the
 # unix socket is always believed). The app reads X-Forwarded-* through ProxyFix, one hop.
