@@ -192,8 +192,13 @@ class Deployment:
         text = self.target.read(self.layout.history) or ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def who(self) -> str:
+        """Who acts: user@machine of whoever runs fab, and the SSH user on a host."""
+        ssh_user = getattr(self.target.context, "user", None) if self.target.remote else None
+        return f"{getpass.getuser()}@{socket.gethostname()}" + (f" as {ssh_user}" if ssh_user else "")
+
     def record(self, action: str, release: str, color: str | None, result: str) -> None:
-        line = json.dumps({"time": now(), "user": f"{getpass.getuser()}@{socket.gethostname()}",
+        line = json.dumps({"time": now(), "user": self.who(),
                            "action": action, "release": release, "color": color, "result": result})
         self.run(["sh", "-c", 'printf "%s\\n" "$1" >> "$2"', "sh", line, str(self.layout.history)])
 
@@ -209,9 +214,7 @@ class Deployment:
                 f"another deploy is running on {self.target.name}: {holder}. Wait for it to finish; if no deploy "
                 f"is running (it was killed), remove the lock: rm -r {self.layout.lock}")
         try:
-            self.target.write(self.layout.lock / "holder",
-                              f"{action} by {getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()}) "
-                              f"since {now()}\n")
+            self.target.write(self.layout.lock / "holder", f"{action} by {self.who()} (pid {os.getpid()}) since {now()}\n")
             yield
         finally:
             self.run(["rm", "-rf", str(self.layout.lock)], check=False)

@@ -1,0 +1,290 @@
+"""`fab -H user@host provision deploy ...` against real Debian hosts that this suite builds
+(tests/hosts.py): one with systemd as PID 1, one with plain init.d scripts, each with sshd on its
+own loopback address. Nothing is mocked: apt, sudo, nginx, supervisor and gunicorn run there.
+
+Per flavor, in order: fresh host -> provision -> deploy -> the site through the host's nginx ->
+provision and deploy again (nothing changes) -> a code change -> rollback -> status, logs, diff ->
+the deploy lock -> sudo users -> an unknown host key. Then one command for both hosts (-H a,b).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import hosts
+from tests.servers import FAB, ROOT, app_checkout, commit_change, fab, ok, request
+
+MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
+
+APP = "modelhost"
+STEPS = re.compile(r"^  ([\w ]+?) +(changed|unchanged) +[\d.]+ s", re.M)
+
+
+@pytest.fixture(scope="session")
+def test_hosts(tmp_path_factory):
+    """One running host per flavor for the whole session, stopped (by pid) at the end."""
+    workdir = tmp_path_factory.mktemp("hosts")
+    key = hosts.make_client_key(workdir)
+    started = {}
+    try:
+        for flavor in hosts.FLAVORS:
+            began = time.monotonic()
+            started[flavor] = hosts.start_host(flavor, None, workdir, key)
+            print(f"{flavor} host started in {time.monotonic() - began:.1f} s")
+        yield started
+        assert not hosts.listening_outside_loopback(list(started.values())), "a test host listens outside loopback"
+    finally:
+        for host in started.values():
+            host.stop()
+            assert not host.processes(), f"{host.name} left processes"
+
+
+def ssh_config(path: Path, host: hosts.TestHost, known_hosts: Path) -> Path:
+    path.write_text(f"Host {host.address}\n  IdentityFile {host.key}\n  IdentitiesOnly yes\n"
+                    f"  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
+    return path
+
+
+class Site:
+    """One host and the app checkout deployed to it; fab(task, ...) runs a task there."""
+
+    def __init__(self, host: hosts.TestHost, repo: Path, config: Path):
+        self.host, self.repo, self.config = host, repo, config
+
+    def fab(self, *args: str, user: str = "root", config: Path | None = None, env: dict | None = None):
+        argv = ["-S", str(config or self.config), "-H", f"{user}@{self.host.address}", *args,
+                "--settings", str(self.repo / "deploy.toml")]
+        return fab(*argv, timeout=1800) if env is None else fab_with_env(argv, env)
+
+    def get(self, path: str):
+        return request(80, path, host=self.host.address, address=self.host.address)
+
+    def on_host(self, command: str) -> str:
+        result = self.host.ssh(command)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+def fab_with_env(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")} | env
+    return subprocess.run([str(FAB), *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, env=environ)
+
+
+@pytest.fixture(scope="module", params=hosts.FLAVORS)
+def site(request, test_hosts, tmp_path_factory, demo_model) -> Site:
+    host = test_hosts[request.param]
+    base = tmp_path_factory.mktemp(f"remote-{request.param}")
+    known = base / "known_hosts"
+    known.write_text(host.known_hosts_line() + "\n")
+    repo = app_checkout(base / "app", f"""
+[model]
+path = "{demo_model}"
+[gunicorn]
+workers = 2
+graceful_timeout = 10
+[nginx]
+address = "{host.address}"
+server_names = ["localhost", "{host.address}"]
+rate_limit = "off"
+[deploy]
+ready_timeout = 120
+keep_releases = 3
+""")
+    return Site(host, repo, ssh_config(base / "ssh_config", host, known))
+
+
+def steps(out: str) -> dict[str, str]:
+    return dict(STEPS.findall(out))
+
+
+def timed(what: str, site: Site, *args: str) -> str:
+    began = time.monotonic()
+    out = ok(site.fab(*args))
+    print(f"{site.host.flavor}: {what} {time.monotonic() - began:.1f} s")
+    return out
+
+
+def test_provision_makes_a_fresh_host_ready(site):
+    assert not (site.host.root / "usr/sbin/nginx").exists()  # a fresh host
+    out = timed("fresh provision", site, "provision")
+    changed = steps(out)
+    assert changed == {"packages": "changed", "user": "changed", "directories": "changed", "boot": "changed",
+                       "nginx site": "changed", "services": "changed"}, out
+    assert re.search(r"packages .* installed nginx, supervisor, python3-venv(, procps)? with apt", out), out
+    assert site.on_host(f"getent passwd {APP}").strip().endswith(":/srv/modelhost:/usr/sbin/nologin")
+    assert APP in site.on_host("id -nG www-data").split()  # nginx reaches the app's sockets
+    modes = site.on_host(f"stat -c '%n %U:%G %a' /srv/{APP} /etc/{APP} /run/{APP} /var/log/{APP}").splitlines()
+    assert modes == [f"/srv/{APP} root:root 755", f"/etc/{APP} root:{APP} 750", f"/run/{APP} {APP}:www-data 750",
+                     f"/var/log/{APP} root:adm 750"]
+    assert not (site.host.root / "etc/nginx/sites-enabled/default").exists()
+    if site.host.flavor == "systemd":  # /run/<app> comes back at boot
+        assert "d /run/modelhost 0750 modelhost www-data -" in (site.host.root / f"etc/tmpfiles.d/{APP}.conf").read_text()
+    else:
+        assert (f"install -d -o {APP} -g www-data -m 0750 /run/{APP}"
+                in (site.host.root / "etc/default/supervisor").read_text())
+    way = "systemctl" if site.host.flavor == "systemd" else "service (init.d scripts)"
+    assert f"started nginx, started supervisor, by {way}" in out or f"by {way}" in out
+    for service in ("nginx", "supervisor"):
+        check = f"systemctl is-active {service}" if site.host.flavor == "systemd" else f"service {service} status"
+        assert site.host.ssh(check).returncode == 0, f"{service} is not running"
+
+
+def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
+    lists = site.host.root / "var/lib/apt/lists"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir())
+    out = timed("no-op provision", site, "provision")
+    assert set(steps(out).values()) == {"unchanged"} and " 0 of 6 steps changed something" in out, out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir()) == before
+
+
+def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(site):
+    out = timed("first deploy", site, "deploy")
+    assert set(steps(out)) == {"prerequisites", "directories", "secrets", "model", "python", "release", "cutover",
+                               "verify", "prune"}, out
+    assert f"open http://{site.host.address}/" in out
+    status, _, page = site.get("/")
+    assert status == 200 and b"<form" in page
+    status, _, body = site.get("/api/v1/similar?word=fire&topn=3")
+    assert status == 200 and len(json.loads(body)["results"]) == 3
+    status, _, body = site.get("/readyz")
+    assert status == 200 and json.loads(body)["status"] == "ready"
+    assert site.on_host(f"stat -c '%U %a' /etc/{APP}/secrets.env").split() == [APP, "600"]
+    assert site.on_host("ps -o user= -C gunicorn | sort -u").split() == [APP]  # the app's user, never root
+
+
+def test_provision_and_deploy_again_change_nothing(site):
+    assert " 0 of 6 steps changed something" in timed("no-op provision", site, "provision")
+    out = timed("no-op deploy", site, "deploy")
+    assert set(steps(out).values()) == {"unchanged"} and " 0 of 9 steps changed something" in out, out
+
+
+def live_build(site: Site) -> dict:
+    status, _, body = site.get("/livez")
+    assert status == 200
+    return json.loads(body)
+
+
+def test_a_code_change_deploys_without_pip_and_goes_live_on_the_other_color(site):
+    commit_change(site.repo, "app/health.py", 'return jsonify({"status": "ok"})',
+                  'return jsonify({"status": "ok", "build": "two"})', "livez says which build")
+    out = timed("code-only deploy", site, "deploy")
+    assert steps(out)["python"] == "unchanged" and steps(out)["model"] == "unchanged", out
+    assert "live on green" in out and "on blue stopped" in out
+    assert live_build(site) == {"status": "ok", "build": "two"}
+
+
+def test_rollback_brings_back_the_previous_release(site):
+    out = timed("rollback", site, "rollback")
+    assert "is live again" in out
+    assert live_build(site) == {"status": "ok"}
+    history = [json.loads(line) for line in (site.host.root / f"srv/{APP}/history.jsonl").read_text().splitlines()]
+    assert [h["action"] for h in history] == ["deploy", "deploy", "rollback"]
+    assert all(h["result"] == "ok" and h["user"] for h in history)
+
+
+def test_status_logs_and_diff_describe_the_host(site):
+    out = ok(site.fab("status"))
+    assert out.startswith(f"{APP} on {site.host.address}: http://{site.host.address}/")
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "RUNNING" in lines[f"{APP}-blue"] and "(live)" in lines[f"{APP}-blue"]
+    assert "STOPPED" in lines[f"{APP}-green"]
+    version = json.loads(site.get("/api/v1/model")[2])["version"]
+    assert f"model {version}, 2 workers (2 workers set in deploy.toml" in lines["release"]
+    assert lines["ready"].split()[1] == "200" and "/readyz through nginx: 200" in lines["nginx"]
+
+    out = ok(site.fab("logs", "--lines", "100"))
+    assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
+    out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
+    assert "==> /var/log/nginx/access.log <==" in out and "GET /livez" in out
+
+    assert "no differences" in ok(site.fab("diff"))
+    site_file = site.host.root / "etc/nginx/sites-available/localhost.conf"
+    edited = site_file.read_text().replace("server_tokens off;", "server_tokens on;  # by hand", 1)
+    site_file.write_text(edited)
+    out = ok(site.fab("diff"))
+    assert f"--- {site.host.address}:/etc/nginx/sites-available/localhost.conf" in out
+    assert "-    server_tokens on;  # by hand" in out and "+    server_tokens off;" in out
+    assert site_file.read_text() == edited  # diff changes nothing
+    assert steps(ok(site.fab("deploy")))["cutover"] == "changed"  # a deploy puts the rendered file back
+    assert "no differences" in ok(site.fab("diff"))
+
+
+def test_render_reads_the_hosts_facts(site, tmp_path):
+    out = ok(site.fab("render", "--out", str(tmp_path / "out")))
+    assert "host: 2 cores" in out and "Debian GNU/Linux 12 (bookworm)" in out
+    assert (tmp_path / "out/etc/supervisor/conf.d/modelhost.conf").is_file()
+
+
+def test_stop_stops_the_apps_programs_and_a_deploy_starts_the_live_one_again(site):
+    assert "stopped 1 processes" in ok(site.fab("stop"))  # the live gunicorn master (its workers with it)
+    assert site.host.ssh("pgrep -f gunicorn").returncode == 1  # none left
+    assert site.get("/readyz")[0] == 502  # nginx stays: it is the host's
+    out = ok(site.fab("deploy"))
+    assert re.search(r"cutover +changed .* is live on \w+ \(started it\)", out), out
+    assert site.get("/readyz")[0] == 200
+
+
+def test_a_deploy_lock_left_behind_is_named_and_can_be_broken(site):
+    lock = site.host.root / f"srv/{APP}/deploy.lock"
+    lock.mkdir()
+    (lock / "holder").write_text("deploy by someone@elsewhere (pid 4242) since 2026-01-01T00:00:00Z\n")
+    result = site.fab("deploy")
+    assert result.returncode == 1
+    assert (f"another deploy is running on {site.host.address}: deploy by someone@elsewhere (pid 4242)"
+            in result.stderr)
+    out = ok(site.fab("deploy", "--break-lock"))
+    assert f"removed the deploy lock on {site.host.address} (deploy by someone@elsewhere" in out
+    assert not lock.exists()
+
+
+def test_sudo_users_deploy_and_a_password_is_asked_through_fabric(site):
+    assert "0 of 9 steps changed" in ok(site.fab("deploy", user="nopass"))
+    refused = site.fab("status", user="deployer")
+    assert refused.returncode == 1
+    assert (f"error: sudo on {site.host.address} asks deployer's password: run fab with "
+            "--prompt-for-sudo-password" in refused.stderr)
+    wrong = site.fab("status", user="deployer", env={"FABRIC_SUDO_PASSWORD": "wrong"})
+    assert wrong.returncode == 1 and "refused the password" in wrong.stderr
+    out = ok(site.fab("status", user="deployer", env={"FABRIC_SUDO_PASSWORD": hosts.DEPLOYER_PASSWORD}))
+    assert "(live)" in out
+
+
+def test_an_unknown_host_key_is_refused_with_how_to_trust_it(site, tmp_path):
+    config = ssh_config(tmp_path / "ssh_config", site.host, tmp_path / "empty_known_hosts")
+    (tmp_path / "empty_known_hosts").write_text("")
+    result = site.fab("status", config=config)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
+    assert f"{site.host.address} is not a known host" in result.stderr and "ssh-keyscan" in result.stderr
+    wrong = tmp_path / "wrong_known_hosts"
+    key = site.host.known_hosts_line().split()
+    wrong.write_text(f"{key[0]} {key[1]} AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    result = site.fab("status", config=ssh_config(tmp_path / "ssh_config2", site.host, wrong))
+    assert result.returncode == 1 and "is not the one in known_hosts" in result.stderr, result.stderr
+
+
+def test_a_connection_error_is_one_line_naming_the_host(tmp_path, site):
+    result = fab("-S", str(site.config), "-H", "root@127.0.0.254", "status", "--settings",
+                 str(site.repo / "deploy.toml"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: cannot connect to 127.0.0.254: Connection refused", result.stderr
+
+
+def test_several_hosts_at_once(test_hosts, tmp_path, demo_model):
+    """-H a,b runs the task on each host in turn."""
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(h.known_hosts_line() + "\n" for h in test_hosts.values()))
+    config = tmp_path / "ssh_config"
+    config.write_text("".join(f"Host {h.address}\n  IdentityFile {h.key}\n  UserKnownHostsFile {known}\n"
+                              for h in test_hosts.values()))
+    addresses = ",".join(f"root@{h.address}" for h in test_hosts.values())
+    out = ok(fab("-S", str(config), "-H", addresses, "releases"))
+    for host in test_hosts.values():
+        assert f"releases of {APP} on {host.address}:\n" in out
