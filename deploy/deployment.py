@@ -263,6 +263,10 @@ class Deployment:
 
     def check_provisioned(self, step: Step) -> None:
         """A host has what `fab provision` installs: the app's user, nginx, supervisor, python3 with venv."""
+        if self.settings.app.process_manager != "supervisor":
+            raise DeployError('fab deploy runs the app under supervisor; [app] process_manager = "systemd" is '
+                              'for `fab render` only so far (its units are installed by hand, as the render\'s '
+                              'README says): set process_manager = "supervisor" in deploy.toml to deploy')
         script = ('id -u "$1" >/dev/null 2>&1 || echo "the user $1"; '
                   'id -nG "$3" 2>/dev/null | grep -qw "$1" || echo "$3 in group $1"; '
                   'command -v supervisorctl >/dev/null || echo supervisor; '

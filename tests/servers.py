@@ -1,6 +1,7 @@
 """Real gunicorn processes on loopback for integration tests: start, wait until ready, stop."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import json
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +26,7 @@ from deploy.validate import free_loopback_port as free_port
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 FAB = Path(sys.executable).parent / "fab"
+MIN_REQUESTS = 2000  # a load test sends at least this many
 needs_nginx = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/bin/nginx")),
                                  reason="needs nginx: apt-get install nginx")
 
@@ -79,6 +82,41 @@ def request(port: int, path: str, host: str = "localhost", method: str = "GET", 
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = "127.0.0.1",
+                host: str = "localhost"):
+    """Requests through nginx from several threads, a new connection each, until the block is over
+    and at least MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
+    counts: collections.Counter = collections.Counter()
+    lock, stop = threading.Lock(), threading.Event()
+    paths = ["/readyz", "/api/v1/similar?word=fire&topn=2", "/livez"]
+
+    def send(index: int) -> None:
+        n = index
+        while not stop.is_set():
+            n += 1
+            try:
+                status = request(port, paths[n % len(paths)], host=host, address=address)[0]
+                outcome = status
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            with lock:
+                counts[outcome] += 1
+
+    workers = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + limit
+    try:
+        yield counts
+    finally:
+        while sum(counts.values()) < MIN_REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:

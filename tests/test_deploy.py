@@ -6,24 +6,19 @@ rollback under load, a release that never gets ready, a concurrent deploy, a dir
 """
 from __future__ import annotations
 
-import collections
-import contextlib
-import http.client
 import json
 import os
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.servers import (FAB, ROOT, app_checkout, assert_gone, children, commit_change, fab, free_port, git,
-                           needs_nginx, ok, request)
+from tests.servers import (FAB, MIN_REQUESTS, ROOT, app_checkout, assert_gone, children, commit_change, fab,
+                           free_port, git, needs_nginx, ok, request, steady_load)
 
 pytestmark = needs_nginx
-MIN_REQUESTS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -52,40 +47,6 @@ port = {port}
 
 def deploy(site, *args: str) -> subprocess.CompletedProcess:
     return fab("deploy", "--settings", str(site[0] / "deploy.toml"), *args)
-
-
-@contextlib.contextmanager
-def steady_load(port: int, threads: int = 4, limit: float = 300):
-    """Requests through nginx from several threads, a new connection each, until the block is over
-    and at least MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
-    counts: collections.Counter = collections.Counter()
-    lock, stop = threading.Lock(), threading.Event()
-    paths = ["/readyz", "/api/v1/similar?word=fire&topn=2", "/livez"]
-
-    def send(index: int) -> None:
-        n = index
-        while not stop.is_set():
-            n += 1
-            try:
-                status = request(port, paths[n % len(paths)])[0]
-                outcome = status
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-            with lock:
-                counts[outcome] += 1
-
-    workers = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    deadline = time.monotonic() + limit
-    try:
-        yield counts
-    finally:
-        while sum(counts.values()) < MIN_REQUESTS and time.monotonic() < deadline:
-            time.sleep(0.1)
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=60)
 
 
 def livez(port: int) -> dict:

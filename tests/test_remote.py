@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import hosts
-from tests.servers import FAB, ROOT, app_checkout, commit_change, fab, ok, request
+from tests.servers import FAB, MIN_REQUESTS, ROOT, app_checkout, commit_change, fab, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
@@ -171,10 +171,13 @@ def live_build(site: Site) -> dict:
     return json.loads(body)
 
 
-def test_a_code_change_deploys_without_pip_and_goes_live_on_the_other_color(site):
+def test_a_code_change_deploys_without_pip_and_without_a_failed_request(site):
     commit_change(site.repo, "app/health.py", 'return jsonify({"status": "ok"})',
                   'return jsonify({"status": "ok", "build": "two"})', "livez says which build")
-    out = timed("code-only deploy", site, "deploy")
+    with steady_load(80, address=site.host.address, host=site.host.address) as counts:
+        out = timed("code-only deploy", site, "deploy")
+    print(f"{site.host.flavor}: requests during the code-only deploy: {dict(counts)}")
+    assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert steps(out)["python"] == "unchanged" and steps(out)["model"] == "unchanged", out
     assert "live on green" in out and "on blue stopped" in out
     assert live_build(site) == {"status": "ok", "build": "two"}
