@@ -19,7 +19,7 @@ from fabric import task
 from invoke import Context
 from invoke.exceptions import Exit
 
-from deploy import commands, settings as deploy_settings
+from deploy import settings as deploy_settings
 from deploy.deployment import DeployError, Deployment, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
@@ -245,7 +245,8 @@ def status(c, settings=None):
     s = d.status()
     width = max(len(p.name) for p in s.programs) + 2
     print(f"{d.settings.app.name} on {s.target}: {s.url}")
-    print(f"  {'supervisord':<{width}}{'pid ' + str(s.supervisord) if s.supervisord else 'not running'}")
+    if not d.systemd_units:
+        print(f"  {'supervisord':<{width}}{'pid ' + str(s.supervisord) if s.supervisord else 'not running'}")
     for program in s.programs:
         live = " (live)" if program.color == s.live else ""
         pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
@@ -284,7 +285,7 @@ def releases(c, settings=None):
 def logs(c, settings=None, what="app", lines=50, follow=False):
     """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
     d = deployment(c, settings)
-    argv = commands.tail(d.log_files(what), int(lines), follow)
+    argv = d.log_command(what, int(lines), follow)
     if follow:
         d.target.stream(argv)
     else:

@@ -39,7 +39,38 @@ def supervisorctl(layout: Layout, *args: str) -> list[str]:
 
 
 def program(layout: Layout, color: str) -> str:
-    return f"{layout.app}-{color}"
+    """A color's program: supervisor's <app>-<color>, or the systemd unit <app>@<color>."""
+    return f"{layout.app}@{color}" if systemd_manager(layout) else f"{layout.app}-{color}"
+
+
+def systemd_manager(layout: Layout) -> bool:
+    """The app's gunicorn programs are systemd units (a host's [app] process_manager)."""
+    return layout.kind == "system" and layout.process_manager == "systemd"
+
+
+def programs(layout: Layout, action: str, *colors: str) -> list[str]:
+    """start or stop the colors' programs, through supervisor or systemd."""
+    names = [program(layout, color) for color in colors]
+    return ["systemctl", action, *names] if systemd_manager(layout) else supervisorctl(layout, action, *names)
+
+
+# systemd's view of a unit, as `systemctl show` prints it (KEY=value lines).
+UNIT_PROPERTIES = "ActiveState,SubState,MainPID,ActiveEnterTimestamp,UnitFileState"
+# systemd's ActiveState in supervisor's words, which the deploy speaks.
+UNIT_STATES = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNNING", "deactivating": "STOPPING",
+               "inactive": "STOPPED", "failed": "FATAL"}
+
+
+def program_status(layout: Layout, color: str) -> list[str]:
+    if systemd_manager(layout):
+        return ["systemctl", "show", program(layout, color), f"--property={UNIT_PROPERTIES}"]
+    return supervisorctl(layout, "status", program(layout, color))
+
+
+def journal(layout: Layout, color: str, lines: int, follow: bool = False, since: str = "") -> list[str]:
+    """A unit's log from the journal (systemd keeps gunicorn's output there)."""
+    return ["journalctl", "--no-pager", "--unit", program(layout, color), "--lines", str(lines),
+            *(["--since", since] if since else []), *(["--follow"] if follow else [])]
 
 
 def nginx_pid_file(layout: Layout) -> Path:

@@ -261,24 +261,27 @@ class Deployment:
                 step.changed = True
             step.detail = f"nginx {found}" + (" (installed with apt)" if step.changed else "") + f", {self.python}"
 
+    def check_process_manager(self) -> None:
+        if self.systemd_units and not self.facts.systemd:
+            raise DeployError(f'[app] process_manager = "systemd", but systemd does not run on {self.target.name} '
+                              f'(PID 1 is {self.facts.init or "unknown"}): set process_manager = "supervisor"')
+
     def check_provisioned(self, step: Step) -> None:
         """A host has what `fab provision` installs: the app's user, nginx, supervisor, python3 with venv."""
-        if self.settings.app.process_manager != "supervisor":
-            raise DeployError('fab deploy runs the app under supervisor; [app] process_manager = "systemd" is '
-                              'for `fab render` only so far (its units are installed by hand, as the render\'s '
-                              'README says): set process_manager = "supervisor" in deploy.toml to deploy')
+        self.check_process_manager()
         script = ('id -u "$1" >/dev/null 2>&1 || echo "the user $1"; '
                   'id -nG "$3" 2>/dev/null | grep -qw "$1" || echo "$3 in group $1"; '
-                  'command -v supervisorctl >/dev/null || echo supervisor; '
+                  '[ "$4" = systemd ] || command -v supervisorctl >/dev/null || echo supervisor; '
                   '"$2" -c "import venv, ensurepip" 2>/dev/null || echo python3-venv')
-        missing = self.run(["sh", "-c", script, "sh", self.layout.user, self.python,
-                            self.layout.nginx_group]).stdout.splitlines()
+        missing = self.run(["sh", "-c", script, "sh", self.layout.user, self.python, self.layout.nginx_group,
+                            self.layout.process_manager]).stdout.splitlines()
         if self.nginx_binary == "nginx":
             missing.append("nginx")
         if missing:
             raise DeployError(f"{self.target.name} is not provisioned ({', '.join(missing)} missing): run "
                               f"fab -H {self.target.name} provision, then deploy again")
-        step.detail = f"provisioned: user {self.layout.user}, {self.nginx_binary}, supervisor, {self.python}"
+        step.detail = (f"provisioned: user {self.layout.user}, {self.nginx_binary}, "
+                       f"{self.layout.process_manager}, {self.python}")
 
     def ensure_directories(self) -> None:
         layout = self.layout
@@ -405,13 +408,27 @@ class Deployment:
 
     # ---- processes ----------------------------------------------------------------------------
 
+    @property
+    def systemd_units(self) -> bool:
+        """The programs are systemd units ([app] process_manager = "systemd" on a host), not supervisor's."""
+        return commands.systemd_manager(self.layout)
+
     def supervisord_pid(self) -> int | None:
+        """supervisord's pid; with systemd units, systemd's (PID 1)."""
+        if self.systemd_units:
+            return 1
         result = self.run(commands.supervisorctl(self.layout, "pid"), check=False)
         return int(result.stdout) if result.exited == 0 and result.stdout.strip().isdigit() else None
 
     def program(self, color: str) -> Program:
         name = commands.program(self.layout, color)
-        result = self.run(commands.supervisorctl(self.layout, "status", name), check=False)
+        result = self.run(commands.program_status(self.layout, color), check=False)
+        if self.systemd_units:
+            unit = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+            pid = int(unit.get("MainPID", "0") or 0)
+            since = unit.get("ActiveEnterTimestamp", "")
+            return Program(name, color, commands.UNIT_STATES.get(unit.get("ActiveState", ""), "DOWN"), pid or None,
+                           f"since {since}" if pid and since else "")
         parts = result.stdout.split(None, 2)
         if len(parts) < 2 or parts[0] != name:
             return Program(name, color, "DOWN")
@@ -433,16 +450,28 @@ class Deployment:
             time.sleep(0.2)
         return True
 
-    def log_since(self, color: str, offset: int) -> str:
-        """The last lines a program wrote to its log after offset (bytes)."""
-        log = self.layout.log_dir / f"{color}.log"
-        out = self.run(["tail", "-c", f"+{offset + 1}", str(log)], check=False).stdout
+    def log_since(self, color: str, mark: str) -> str:
+        """The last lines a program logged after mark (log_mark's)."""
+        if self.systemd_units:
+            out = self.run(commands.journal(self.layout, color, LOG_LINES, since=mark), check=False).stdout
+        else:
+            out = self.run(["tail", "-c", f"+{int(mark) + 1}", str(self.layout.log_dir / f"{color}.log")],
+                           check=False).stdout
         lines = out.splitlines()[-LOG_LINES:]
         return "\n".join(f"    {line}" for line in lines) or "    (nothing)"
 
-    def log_size(self, color: str) -> int:
+    def log_mark(self, color: str) -> str:
+        """Where a program's log ends now: the log file's size, or the time (the journal)."""
+        if self.systemd_units:
+            return self.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
         out = self.run(["stat", "-c", "%s", str(self.layout.log_dir / f"{color}.log")], check=False).stdout.strip()
-        return int(out) if out.isdigit() else 0
+        return out if out.isdigit() else "0"
+
+    def log_command(self, what: str, lines: int, follow: bool = False) -> list[str]:
+        """The command that shows the last lines of the live app's log (or nginx's, or supervisord's)."""
+        if what in ("app", "gunicorn") and self.systemd_units:
+            return commands.journal(self.layout, self.pointers().live or COLORS[0], lines, follow)
+        return commands.tail(self.log_files(what), lines, follow)
 
     def ask(self, paths: list[str], wait: float = 0, color: str | None = None) -> list[dict]:
         """Answers of gunicorn (a color's socket) or, without a color, of nginx, asked on the target."""
@@ -459,14 +488,15 @@ class Deployment:
 
 
     def files(self, app: App, facts: HostFacts, live: str) -> dict[str, dict[Path, str]]:
-        """The target's config files for a live color, by who reads them: not the release's own
+        """The target's config files for a live color, by who reads them (nginx; supervisor or
+        systemd: "programs"): not the release's own
         gunicorn.conf.py, nor the host's boot files (provision writes those)."""
-        grouped: dict[str, dict[Path, str]] = {"nginx": {}, "supervisor": {}}
+        grouped: dict[str, dict[Path, str]] = {"nginx": {}, "programs": {}}
         for file in render([app], facts, live):
             if file.destination is None or file.destination == self.layout.gunicorn_conf(live):
                 continue
-            if "supervisor" in file.destination.parts:
-                grouped["supervisor"][file.destination] = file.content
+            if "supervisor" in file.destination.parts or file.destination.parent == self.layout.systemd_dir:
+                grouped["programs"][file.destination] = file.content
             elif file.destination.is_relative_to(self.layout.nginx_dir):
                 grouped["nginx"][file.destination] = file.content
         return grouped
@@ -488,10 +518,22 @@ class Deployment:
             else:
                 self.target.write(path, text)
 
-    def ensure_supervisord(self, files: dict[Path, str], idle: list[str]) -> bool:
+    def ensure_supervisord(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
         """supervisord runs with these program files; only the idle colors' programs are updated
-        (updating a running program restarts it). Returns whether anything changed."""
+        (updating a running program restarts it). Returns whether anything changed.
+
+        With systemd units: the unit file is loaded (daemon-reload, which restarts nothing) and
+        only the live color is enabled, to start at boot."""
         earlier = self.write_files(files)
+        if self.systemd_units:
+            if earlier:
+                self.run(["systemctl", "daemon-reload"])
+            for color in COLORS:
+                enabled = self.run(["systemctl", "is-enabled", commands.program(self.layout, color)], check=False)
+                if (enabled.stdout.strip() == "enabled") != (color == live):
+                    self.run(["systemctl", "enable" if color == live else "disable", "--quiet",
+                              commands.program(self.layout, color)])
+            return bool(earlier)
         if self.supervisord_pid() is None:
             if self.system:
                 self.service("supervisor", "start", timeout=120)
@@ -597,7 +639,7 @@ class Deployment:
             if live and pointers.live_release == release.id:
                 # Already live: only bring back what is not running (after `fab stop`, or a reboot).
                 files = self.files(app, facts, live)
-                started = self.ensure_supervisord(files["supervisor"], idle=[])
+                started = self.ensure_supervisord(files["programs"], idle=[], live=live)
                 program = self.program(live)
                 if program.state not in ("RUNNING", "STARTING"):
                     self.start(live, release)
@@ -612,11 +654,11 @@ class Deployment:
             new = next(c for c in COLORS if c != live) if live else COLORS[0]
             old_release = pointers.live_release
             if self.program(new).state not in ("STOPPED", "EXITED", "FATAL", "DOWN"):
-                self.run(commands.supervisorctl(layout, "stop", commands.program(layout, new)), timeout=120)
+                self.run(commands.programs(layout, "stop", new), timeout=120)
             self.link(f"releases/{release.id}", layout.release(new))
             # Every color but the live one is idle: both of them on a first deploy.
-            self.ensure_supervisord(self.files(app, facts, live or new)["supervisor"],
-                                    idle=[color for color in COLORS if color != live])
+            self.ensure_supervisord(self.files(app, facts, live or new)["programs"],
+                                    idle=[color for color in COLORS if color != live], live=live or new)
             self.start(new, release)
             try:
                 self.ensure_nginx(self.files(app, facts, new)["nginx"])
@@ -634,7 +676,7 @@ class Deployment:
             if live:
                 self.stop_program(live)
                 # The old color's program is stopped now: its autostart can change without a restart.
-                self.ensure_supervisord(self.files(app, facts, new)["supervisor"], idle=[live])
+                self.ensure_supervisord(self.files(app, facts, new)["programs"], idle=[live], live=new)
             step.changed = True
             step.detail = f"{release.id} live on {new}" + (f"; {old_release} on {live} stopped" if live else "")
         return step
@@ -642,18 +684,17 @@ class Deployment:
     def start(self, color: str, release: Release) -> None:
         """Start a color's program and wait until it is ready; if it is not, stop it and say why."""
         name = commands.program(self.layout, color)
-        offset = self.log_size(color)
+        mark = self.log_mark(color)
         try:
-            result = self.run(commands.supervisorctl(self.layout, "start", name), check=False, timeout=300)
+            result = self.run(commands.programs(self.layout, "start", color), check=False, timeout=300)
             if result.exited != 0 and "already started" not in result.stdout:
-                raise DeployError(f"{name} did not start: {result.stdout.strip()}")
+                raise DeployError(f"{name} did not start: {(result.stdout + result.stderr).strip()}")
             self.wait_ready(color, release)
             self.wait_running(color)
         except DeployError as exc:
             self.stop_program(color)
             raise DeployError(f"{exc}\nthe release {release.id} was not activated; what was serving still is.\n"
-                              f"last lines of {self.layout.log_dir / (color + '.log')}:\n"
-                              f"{self.log_since(color, offset)}") from None
+                              f"last lines of {self.log_name(color)}:\n{self.log_since(color, mark)}") from None
 
     def wait_running(self, color: str) -> None:
         """Until supervisor counts the program as started (RUNNING: up for its startsecs)."""
@@ -663,8 +704,7 @@ class Deployment:
 
     def stop_program(self, color: str) -> None:
         """Stop a color's gunicorn gracefully (TERM: requests in flight finish first)."""
-        name = commands.program(self.layout, color)
-        self.run(commands.supervisorctl(self.layout, "stop", name), check=False,
+        self.run(commands.programs(self.layout, "stop", color), check=False,
                  timeout=self.settings.gunicorn.graceful_timeout + 60)
 
     def verify(self) -> str:
@@ -797,6 +837,10 @@ class Deployment:
                     f"rendered:{file.destination}")))
         return diffs
 
+    def log_name(self, color: str) -> str:
+        return (f"journalctl -u {commands.program(self.layout, color)}" if self.systemd_units
+                else str(self.layout.log_dir / f"{color}.log"))
+
     def log_files(self, what: str) -> list[Path]:
         """The log files of the live app, nginx, or supervisord."""
         live = self.pointers().live or COLORS[0]
@@ -819,8 +863,8 @@ class Deployment:
         supervisord = self.supervisord_pid()
         if supervisord and self.system:
             pids = [p.pid for p in (self.program(c) for c in COLORS) if p.pid]
-            self.run(commands.supervisorctl(self.layout, "stop", *(commands.program(self.layout, c) for c in COLORS)),
-                     check=False, timeout=self.settings.gunicorn.graceful_timeout + 60)
+            self.run(commands.programs(self.layout, "stop", *COLORS), check=False,
+                     timeout=self.settings.gunicorn.graceful_timeout + 60)
         elif supervisord:
             pids.append(supervisord)
             pids += [p.pid for p in (self.program(c) for c in COLORS) if p.pid]

@@ -21,7 +21,7 @@ from deploy.render import tmpfiles_conf
 from deploy.target import CommandFailed
 
 PACKAGES = ["nginx", "supervisor", "python3-venv", "procps"]
-SERVICES = ["nginx", "supervisor"]
+SERVICES = ["nginx", "supervisor"]  # supervisor only when it runs the app ([app] process_manager)
 NOLOGIN = "/usr/sbin/nologin"
 SUPERVISOR_DEFAULTS = Path("/etc/default/supervisor")  # sourced by /etc/init.d/supervisor before it starts
 
@@ -31,6 +31,7 @@ def provision(d: Deployment) -> None:
     if d.layout.kind != "system":
         raise DeployError("provision is for hosts (fab -H user@host provision); the local target needs no root "
                           "and no provisioning: fab deploy sets it up")
+    d.check_process_manager()
     ensure_packages(d)
     ensure_user(d)
     d.ensure_directories()
@@ -39,10 +40,15 @@ def provision(d: Deployment) -> None:
     ensure_services(d)
 
 
+def wanted(d: Deployment, names: list[str]) -> list[str]:
+    return [name for name in names if name != "supervisor" or not d.systemd_units]
+
+
 def ensure_packages(d: Deployment) -> None:
+    packages = wanted(d, PACKAGES)
     with d.step("packages") as step:
-        missing = d.run(commands.missing_packages(PACKAGES)).stdout.split()
-        step.detail = ", ".join(PACKAGES) + " installed"
+        missing = d.run(commands.missing_packages(packages)).stdout.split()
+        step.detail = ", ".join(packages) + " installed"
         if not missing:
             return
         try:
@@ -83,7 +89,7 @@ def ensure_boot(d: Deployment) -> None:
     """The socket directory comes back after a reboot, before supervisor starts the app."""
     layout = d.layout
     with d.step("boot") as step:
-        if d.facts.systemd:
+        if d.facts.systemd:  # with systemd units too: nginx may start before the app
             path = Path("/etc/tmpfiles.d") / f"{layout.app}.conf"
             step.changed = d.target.write(path, tmpfiles_conf(layout))
             step.detail = f"{path} makes {layout.run_dir} at boot"
@@ -110,10 +116,10 @@ def ensure_nginx_site(d: Deployment) -> None:
 
 
 def ensure_services(d: Deployment) -> None:
-    systemd = d.facts.systemd
+    systemd, services = d.facts.systemd, wanted(d, SERVICES)
     with d.step("services") as step:
         done = []
-        for name in SERVICES:
+        for name in services:
             if d.run(commands.service(systemd, name, "is-enabled"), check=False).exited != 0:
                 d.run(commands.service(systemd, name, "enable"))
                 done.append(f"enabled {name}")
@@ -124,4 +130,4 @@ def ensure_services(d: Deployment) -> None:
                 done.append(f"started {name}")
         step.changed = bool(done)
         way = "systemctl" if systemd else "service (init.d scripts)"
-        step.detail = (", ".join(done) if done else f"{' and '.join(SERVICES)} enabled and running") + f", by {way}"
+        step.detail = (", ".join(done) if done else f"{' and '.join(services)} enabled and running") + f", by {way}"

@@ -92,11 +92,11 @@ class Target:
 
     def connected(self, call, *args, **kwargs):
         """call(...), with a failure to connect or authenticate turned into one line naming the host."""
-        if not self.remote:
-            return call(*args, **kwargs)
         try:
             return call(*args, **kwargs)
         except (SSHException, OSError) as exc:
+            if not self.remote:
+                raise
             raise TargetError(connection_error(self.context, exc)) from None
 
     def sudo(self) -> str:

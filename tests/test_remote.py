@@ -77,27 +77,35 @@ def fab_with_env(argv: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([str(FAB), *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, env=environ)
 
 
-@pytest.fixture(scope="module", params=hosts.FLAVORS)
-def site(request, test_hosts, tmp_path_factory, demo_model) -> Site:
-    host = test_hosts[request.param]
-    base = tmp_path_factory.mktemp(f"remote-{request.param}")
+def make_site(host: hosts.TestHost, base: Path, model: Path, app: str = APP, manager: str = "supervisor",
+              names: str = "") -> Site:
+    """An app checkout for this host (nginx on its address) and an SSH config that trusts its key."""
+    base.mkdir(parents=True, exist_ok=True)
     known = base / "known_hosts"
     known.write_text(host.known_hosts_line() + "\n")
     repo = app_checkout(base / "app", f"""
+[app]
+name = "{app}"
+process_manager = "{manager}"
 [model]
-path = "{demo_model}"
+path = "{model}"
 [gunicorn]
 workers = 2
 graceful_timeout = 10
 [nginx]
 address = "{host.address}"
-server_names = ["localhost", "{host.address}"]
+server_names = [{names or f'"localhost", "{host.address}"'}]
 rate_limit = "off"
 [deploy]
 ready_timeout = 120
 keep_releases = 3
 """)
     return Site(host, repo, ssh_config(base / "ssh_config", host, known))
+
+
+@pytest.fixture(scope="module", params=hosts.FLAVORS)
+def site(request, test_hosts, tmp_path_factory, demo_model) -> Site:
+    return make_site(test_hosts[request.param], tmp_path_factory.mktemp(f"remote-{request.param}"), demo_model)
 
 
 def steps(out: str) -> dict[str, str]:
@@ -271,6 +279,35 @@ def test_an_unknown_host_key_is_refused_with_how_to_trust_it(site, tmp_path):
     wrong.write_text(f"{key[0]} {key[1]} AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
     result = site.fab("status", config=ssh_config(tmp_path / "ssh_config2", site.host, wrong))
     assert result.returncode == 1 and "is not the one in known_hosts" in result.stderr, result.stderr
+
+
+def test_a_second_app_runs_as_systemd_units_where_systemd_runs(site, tmp_path, demo_model):
+    """[app] process_manager = "systemd": the programs are the units words@blue and words@green."""
+    words = make_site(site.host, tmp_path, demo_model, app="words", manager="systemd", names='"words.test"')
+    if site.host.flavor != "systemd":
+        result = words.fab("provision")
+        assert result.returncode == 1
+        assert 'process_manager = "systemd", but systemd does not run on' in result.stderr
+        return
+    assert "packages      unchanged" in ok(words.fab("provision"))
+    out = ok(words.fab("deploy"))
+    assert "live on blue" in out, out
+    status, _, body = request(80, "/api/v1/model", host="words.test", address=site.host.address)
+    assert status == 200 and json.loads(body)["name"] == "demo"
+    assert site.on_host("systemctl is-enabled words@blue words@green").split() == ["enabled", "disabled"]
+    assert site.on_host("ps -o user= -C gunicorn | sort -u").split() == sorted([APP, "words"])
+    commit_change(words.repo, "app/health.py", 'return jsonify({"status": "ok"})',
+                  'return jsonify({"status": "ok", "build": "units"})', "livez says which build")
+    with steady_load(80, address=site.host.address, host="words.test") as counts:
+        out = ok(words.fab("deploy"))
+    assert "live on green" in out and "on blue stopped" in out, out
+    assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
+    assert site.on_host("systemctl is-enabled words@blue words@green").split() == ["disabled", "enabled"]
+    lines = {line.split()[0]: line for line in ok(words.fab("status")).splitlines()[1:]}
+    assert "RUNNING" in lines["words@green"] and "(live)" in lines["words@green"] and "STOPPED" in lines["words@blue"]
+    out = ok(words.fab("logs", "--lines", "5"))  # from the journal
+    assert len(out.splitlines()) == 5 and all(" gunicorn[" in line for line in out.splitlines()), out
+    assert site.get("/readyz")[0] == 200  # the first app still serves beside it
 
 
 def test_a_connection_error_is_one_line_naming_the_host(tmp_path, site):
