@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -214,6 +215,20 @@ def test_status_logs_and_diff_describe_the_host(site):
     assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
     out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
     assert "==> /var/log/nginx/access.log <==" in out and "GET /livez" in out
+    follow = subprocess.Popen([str(FAB), "-S", str(site.config), "-H", f"root@{site.host.address}", "logs",
+                               "--follow", "--lines", "0", "--settings", str(site.repo / "deploy.toml")],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    deadline = threading.Timer(60, follow.terminate)  # bounds the reads: its output ends then
+    deadline.start()
+    try:
+        assert follow.stdout.readline().startswith(f"==> /var/log/{APP}/blue.log <==")
+        site.get("/livez?followed")
+        while "/livez?followed" not in (line := follow.stdout.readline()):
+            assert line, "fab logs --follow did not show the new line within 60 s"
+    finally:
+        deadline.cancel()
+        follow.terminate()
+        follow.wait(timeout=30)
 
     assert "no differences" in ok(site.fab("diff"))
     site_file = site.host.root / "etc/nginx/sites-available/localhost.conf"
@@ -240,6 +255,19 @@ def test_stop_stops_the_apps_programs_and_a_deploy_starts_the_live_one_again(sit
     out = ok(site.fab("deploy"))
     assert re.search(r"cutover +changed .* is live on \w+ \(started it\)", out), out
     assert site.get("/readyz")[0] == 200
+
+
+def test_the_site_comes_back_when_the_host_boots(site):
+    """What a reboot does to the app: /run is emptied, then the init system starts supervisor."""
+    boot = {"systemd": "systemctl stop supervisor && rm -rf /run/{0} && systemd-tmpfiles --create {0}.conf && "
+                       "systemctl start supervisor",
+            "service": "service supervisor stop && rm -rf /run/{0} && service supervisor start"}
+    site.on_host(boot[site.host.flavor].format(APP))
+    deadline = time.monotonic() + 60
+    while site.get("/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert site.get("/readyz")[0] == 200, "the live color did not come back"
+    assert site.on_host(f"stat -c '%U:%G %a' /run/{APP}").split() == [f"{APP}:www-data", "750"]
 
 
 def test_a_deploy_lock_left_behind_is_named_and_can_be_broken(site):
