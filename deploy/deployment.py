@@ -488,9 +488,9 @@ class Deployment:
 
 
     def files(self, app: App, facts: HostFacts, live: str) -> dict[str, dict[Path, str]]:
-        """The target's config files for a live color, by who reads them (nginx; supervisor or
-        systemd: "programs"): not the release's own
-        gunicorn.conf.py, nor the host's boot files (provision writes those)."""
+        """The target's config files for a live color, by who reads them: "nginx", and "programs"
+        (supervisor's or systemd's). Not the release's own gunicorn.conf.py, nor the host's boot
+        files (provision writes those)."""
         grouped: dict[str, dict[Path, str]] = {"nginx": {}, "programs": {}}
         for file in render([app], facts, live):
             if file.destination is None or file.destination == self.layout.gunicorn_conf(live):
@@ -518,12 +518,12 @@ class Deployment:
             else:
                 self.target.write(path, text)
 
-    def ensure_supervisord(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
-        """supervisord runs with these program files; only the idle colors' programs are updated
-        (updating a running program restarts it). Returns whether anything changed.
+    def ensure_programs(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
+        """The process manager runs with these program files; returns whether anything changed.
 
-        With systemd units: the unit file is loaded (daemon-reload, which restarts nothing) and
-        only the live color is enabled, to start at boot."""
+        supervisord (started if it is down): only the idle colors' programs are updated (updating
+        a running program restarts it). systemd: the unit file is loaded (daemon-reload restarts
+        nothing) and only the live color is enabled, to start at boot."""
         earlier = self.write_files(files)
         if self.systemd_units:
             if earlier:
@@ -639,7 +639,7 @@ class Deployment:
             if live and pointers.live_release == release.id:
                 # Already live: only bring back what is not running (after `fab stop`, or a reboot).
                 files = self.files(app, facts, live)
-                started = self.ensure_supervisord(files["programs"], idle=[], live=live)
+                started = self.ensure_programs(files["programs"], idle=[], live=live)
                 program = self.program(live)
                 if program.state not in ("RUNNING", "STARTING"):
                     self.start(live, release)
@@ -657,7 +657,7 @@ class Deployment:
                 self.run(commands.programs(layout, "stop", new), timeout=120)
             self.link(f"releases/{release.id}", layout.release(new))
             # Every color but the live one is idle: both of them on a first deploy.
-            self.ensure_supervisord(self.files(app, facts, live or new)["programs"],
+            self.ensure_programs(self.files(app, facts, live or new)["programs"],
                                     idle=[color for color in COLORS if color != live], live=live or new)
             self.start(new, release)
             try:
@@ -676,7 +676,7 @@ class Deployment:
             if live:
                 self.stop_program(live)
                 # The old color's program is stopped now: its autostart can change without a restart.
-                self.ensure_supervisord(self.files(app, facts, new)["programs"], idle=[live], live=new)
+                self.ensure_programs(self.files(app, facts, new)["programs"], idle=[live], live=new)
             step.changed = True
             step.detail = f"{release.id} live on {new}" + (f"; {old_release} on {live} stopped" if live else "")
         return step

@@ -261,7 +261,8 @@ def test_the_site_comes_back_when_the_host_boots(site):
     """What a reboot does to the app: /run is emptied, then the init system starts supervisor."""
     boot = {"systemd": "systemctl stop supervisor && rm -rf /run/{0} && systemd-tmpfiles --create {0}.conf && "
                        "systemctl start supervisor",
-            "service": "service supervisor stop && rm -rf /run/{0} && service supervisor start"}
+            "service": "service supervisor stop && timeout 60 sh -c 'while pgrep -x supervisord >/dev/null; do sleep 0.2; done' "
+                       "&& rm -rf /run/{0} && service supervisor start"}
     site.on_host(boot[site.host.flavor].format(APP))
     deadline = time.monotonic() + 60
     while site.get("/readyz")[0] != 200 and time.monotonic() < deadline:
