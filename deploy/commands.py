@@ -86,10 +86,10 @@ def nginx(layout: Layout, binary: str, *args: str) -> list[str]:
 
 
 def probe(python: str, *, paths: list[str], socket: Path | None = None, address: str = "127.0.0.1", port: int = 0,
-          host: str = "localhost", wait: float = 0) -> list[str]:
+          tls: bool = False, host: str = "localhost", wait: float = 0) -> list[str]:
     """Asks paths[0] until it answers 200 (up to wait seconds), then the rest once; see deploy/probe.py."""
-    spec = {"socket": str(socket or ""), "address": address, "port": port, "host": host, "paths": paths,
-            "wait": wait}
+    spec = {"socket": str(socket or ""), "address": address, "port": port, "tls": tls, "host": host,
+            "paths": paths, "wait": wait}
     return [python, "-c", PROBE_SOURCE, json.dumps(spec)]
 
 

@@ -147,11 +147,18 @@ class Deployment:
         return self.run(commands.service(self.facts.systemd, name, action), **kwargs)
 
     @property
+    def tls(self) -> bool:
+        """The site is served over HTTPS (on a host with [nginx] tls; plain HTTP redirects there)."""
+        return self.system and self.settings.nginx.tls
+
+    @property
     def url(self) -> str:
         """The site's address as a browser reaches it."""
-        address, port = self.layout.http_address
-        host = self.target.name if self.target.remote and not self.settings.nginx.address else address
-        return f"http://{host}{'' if port == 80 else f':{port}'}/"
+        scheme, default = ("https", 443) if self.tls else ("http", 80)
+        address, port = self.layout.tls_address if self.tls else self.layout.http_address
+        host = self.settings.nginx.server_names[0] if self.tls else (
+            self.target.name if self.target.remote and not self.settings.nginx.address else address)
+        return f"{scheme}://{host}{'' if port == default else f':{port}'}{self.settings.nginx.prefix}/"
 
     # ---- small helpers ----------------------------------------------------------------------
 
@@ -477,9 +484,10 @@ class Deployment:
         """Answers of gunicorn (a color's socket) or, without a color, of nginx, asked on the target."""
         if color:
             argv = commands.probe(self.python, paths=paths, socket=self.layout.socket(color), wait=wait)
-        else:
-            address, port = self.layout.http_address
-            argv = commands.probe(self.python, paths=paths, address=address, port=port,
+        else:  # the site as clients see it: its prefix, its first name, HTTPS if it has it
+            address, port = self.layout.tls_address if self.tls else self.layout.http_address
+            argv = commands.probe(self.python, paths=[self.settings.nginx.prefix + p for p in paths],
+                                  address=address, port=port, tls=self.tls,
                                   host=self.settings.nginx.server_names[0], wait=wait)
         out = self.run(argv, timeout=wait + 60).stdout
         return [json.loads(line) for line in out.splitlines()]
@@ -710,11 +718,12 @@ class Deployment:
     def verify(self) -> str:
         """nginx answers /readyz with 200 on the site's port."""
         answer = self.ask(["/readyz"], wait=10)[0]
-        address, port = self.layout.http_address
+        address, port = self.layout.tls_address if self.tls else self.layout.http_address
+        where = f"{'https' if self.tls else 'http'}://{address}:{port}{answer['path']}"
         if answer["status"] != 200:
-            raise DeployError(f"nginx on {address}:{port} answered /readyz with {answer['status']} "
+            raise DeployError(f"nginx answered {where} with {answer['status']} "
                               f"{(answer.get('body') or answer.get('error', '')).strip()[:200]}")
-        return f"http://{address}:{port}/readyz 200 (asked on {self.target.name})"
+        return f"{where} 200 (asked on {self.target.name})"
 
     # ---- tasks --------------------------------------------------------------------------------
 

@@ -114,8 +114,11 @@ class Layout:
     @property
     def http_address(self) -> tuple[str, int]:
         """Where the target itself reaches nginx's plain HTTP server: (address, port)."""
-        address, _, port = self.http_listen.rpartition(":")
-        return address.strip("[]") or "127.0.0.1", int(port)
+        return reachable(self.http_listen)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        return reachable(self.tls_listen)
 
     def socket(self, color: str) -> Path:
         return self.run_dir / f"{color}.sock"
@@ -129,6 +132,12 @@ class Layout:
         moved = {name: under / str(value).lstrip("/") for name, value in vars(self).items()
                  if isinstance(value, Path) and name != "run_dir"}
         return replace(self, user=user, nginx_group=group, **moved)
+
+
+def reachable(listen: str) -> tuple[str, int]:
+    """(address, port) where the target itself reaches an nginx listen value (port alone: loopback)."""
+    address, _, port = listen.rpartition(":")
+    return address.strip("[]") or "127.0.0.1", int(port)
 
 
 def listen(address: str, port: int) -> str:

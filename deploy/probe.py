@@ -4,13 +4,14 @@ A deploy asks a new gunicorn, over its own unix socket, for /readyz until it ans
 deadline passes, then for a smoke query; it asks nginx the same on its port. Running on the target
 keeps that one command per check, over SSH too, and needs nothing installed there but python3.
 
-SPEC is JSON: {"socket": path or "", "address": nginx's address, "port": n, "host": Host header, "paths": [...], "wait": seconds}.
+SPEC is JSON: {"socket": path or "", "address": nginx's address, "port": n, "tls": HTTPS or not, "host": Host header, "paths": [...], "wait": seconds}.
 The first path is retried until it answers 200 or `wait` runs out; the others are asked once
 after it. Prints one JSON object per path: {"path", "status" (0 if no answer), "body" or "error"}.
 """
 import http.client
 import json
 import socket
+import ssl
 import sys
 import time
 
@@ -26,9 +27,24 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+class AddressedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address, with the site's name in SNI and Host. The certificate is not checked:
+    the probe asks whether this nginx serves the app, not whether the name's certificate is valid."""
+
+    def __init__(self, address, port, name, timeout):
+        super().__init__(name, port, timeout=timeout, context=ssl._create_unverified_context())
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def ask(spec, path, timeout=10.0):
     if spec.get("socket"):
         connection = UnixConnection(spec["socket"], timeout)
+    elif spec.get("tls"):
+        connection = AddressedHTTPSConnection(spec["address"], spec["port"], spec.get("host", "localhost"), timeout)
     else:
         connection = http.client.HTTPConnection(spec.get("address", "127.0.0.1"), spec["port"], timeout=timeout)
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import hosts
-from tests.servers import FAB, MIN_REQUESTS, ROOT, app_checkout, commit_change, fab, ok, request, steady_load
+from tests.servers import FAB, MIN_REQUESTS, ROOT, app_checkout, commit_change, fab, git, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
@@ -337,6 +339,35 @@ def test_a_second_app_runs_as_systemd_units_where_systemd_runs(site, tmp_path, d
     out = ok(words.fab("logs", "--lines", "5"))  # from the journal
     assert len(out.splitlines()) == 5 and all(" gunicorn[" in line for line in out.splitlines()), out
     assert site.get("/readyz")[0] == 200  # the first app still serves beside it
+
+
+def test_an_app_over_https_under_a_prefix_is_verified_as_clients_see_it(site, tmp_path, demo_model):
+    """[nginx] tls and prefix: the deploy checks https://<name>/<prefix>/readyz (SNI and all)."""
+    if site.host.flavor != "service":
+        pytest.skip("once is enough: the same on both flavors")
+    certs = site.host.root / "etc/ssl/secure"
+    certs.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=secure.test", "-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem")],
+                   check=True, capture_output=True)
+    secure = make_site(site.host, tmp_path, demo_model, app="secure", names='"secure.test"')
+    settings = secure.repo / "deploy.toml"
+    settings.write_text(settings.read_text().replace('rate_limit = "off"', 'rate_limit = "off"\ntls = true\n'
+                        'prefix = "/words"\ntls_certificate = "/etc/ssl/secure/cert.pem"\n'
+                        'tls_certificate_key = "/etc/ssl/secure/key.pem"'))
+    git(secure.repo, "commit", "-qam", "HTTPS under /words")
+    ok(secure.fab("provision"))
+    out = ok(secure.fab("deploy"))
+    assert f"https://{site.host.address}:443/words/readyz 200" in out and "open https://secure.test/words/" in out
+    context = ssl.create_default_context(cafile=str(certs / "cert.pem"))
+    context.check_hostname = False  # the certificate is for secure.test, reached at the host's address
+    with socket.create_connection((site.host.address, 443), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="secure.test") as tls:
+        tls.sendall(b"GET /words/readyz HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: tls.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ready"' in answer, answer[:300]
+    status, headers, _ = request(80, "/words/readyz", host="secure.test", address=site.host.address)
+    assert status == 301 and headers["Location"] == "https://secure.test/words/readyz"
 
 
 def test_a_connection_error_is_one_line_naming_the_host(tmp_path, site):
