@@ -551,7 +551,11 @@ class Deployment:
                 raise DeployError(f"supervisord did not start: see {self.log_files('supervisord')[0]}")
             return True
         if idle:
-            self.run(commands.supervisorctl(self.layout, "reread"))
+            reread = self.run(commands.supervisorctl(self.layout, "reread"), check=False)
+            if reread.exited != 0 or "ERROR" in reread.stdout:
+                self.restore(earlier)
+                raise DeployError(f"supervisor refused the program files in {self.layout.supervisor_dir} (the old "
+                                  f"ones are back):\n{(reread.stdout + reread.stderr).strip()}")
             for color in idle:
                 self.run(commands.supervisorctl(self.layout, "update", commands.program(self.layout, color)))
         return bool(earlier)

@@ -159,6 +159,24 @@ def test_a_config_nginx_refuses_never_reaches_it_and_the_old_release_keeps_servi
     assert livez(port) == {"status": "ok"}
 
 
+def test_program_files_supervisor_refuses_are_put_back_and_the_old_release_keeps_serving(site):
+    repo, port, host = site
+    programs = host / "supervisor" / "conf.d" / "modelhost.conf"
+    before = programs.read_text()
+    broken = host / "supervisor" / "conf.d" / "zz-by-hand.conf"
+    broken.write_text("[program:by-hand]\ncommand=/bin/true\nautostart=maybe\n")  # a file put there by hand
+    commit_change(repo, "app/health.py", '"build": "two"', '"build": "supervisor"', "build supervisor")
+    try:
+        result = deploy(site)
+    finally:
+        broken.unlink()
+        git(repo, "revert", "--no-edit", "HEAD")
+    assert result.returncode == 1
+    assert "supervisor refused the program files in" in result.stderr and "by-hand" in result.stderr
+    assert programs.read_text() == before  # the old file is back
+    assert livez(port) == {"status": "ok"}
+
+
 def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
     repo, port, host = site
     commit_change(repo, "app/health.py", '"build": "two"', '"build": "three"', "build three")
