@@ -140,41 +140,38 @@ def test_a_release_that_never_gets_ready_is_stopped_and_the_old_one_keeps_servin
     git(repo, "revert", "--no-edit", "HEAD")
 
 
-def test_a_config_nginx_refuses_never_reaches_it_and_the_old_release_keeps_serving(site):
-    repo, port, host = site
-    site_file = host / "nginx" / "sites" / "localhost.conf"
-    before = site_file.read_text()
-    broken = host / "nginx" / "sites" / "zz-by-hand.conf"
-    broken.write_text("server { listen maybe; }\n")  # a file someone put there by hand
-    commit_change(repo, "app/health.py", '"build": "two"', '"build": "nginx"', "build nginx")
+def deploy_beside_a_broken_file(site, kept: str, broken: str, text: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Deploy a code change while a file someone put there by hand breaks a config directory;
+    returns the result and the kept file's content before (paths are under the target's root)."""
+    repo, _, host = site
+    before = (host / kept).read_text()
+    (host / broken).write_text(text)
+    commit_change(repo, "app/health.py", '"build": "two"', '"build": "refused"', "a build that is refused")
     try:
-        result = deploy(site)
+        return deploy(site), before
     finally:
-        broken.unlink()
+        (host / broken).unlink()
         git(repo, "revert", "--no-edit", "HEAD")
+
+
+def test_a_config_nginx_refuses_never_reaches_it_and_the_old_release_keeps_serving(site):
+    result, before = deploy_beside_a_broken_file(site, "nginx/sites/localhost.conf", "nginx/sites/zz-by-hand.conf",
+                                                 "server { listen maybe; }\n")
     assert result.returncode == 1
     assert "nginx -t refused the new configuration" in result.stderr and "zz-by-hand.conf" in result.stderr
     assert "was not activated (green is stopped)" in result.stderr and "on blue still serves" in result.stderr
-    assert site_file.read_text() == before  # the old file is back
-    assert livez(port) == {"status": "ok"}
+    assert (site[2] / "nginx/sites/localhost.conf").read_text() == before  # the old file is back
+    assert livez(site[1]) == {"status": "ok"}
 
 
 def test_program_files_supervisor_refuses_are_put_back_and_the_old_release_keeps_serving(site):
-    repo, port, host = site
-    programs = host / "supervisor" / "conf.d" / "modelhost.conf"
-    before = programs.read_text()
-    broken = host / "supervisor" / "conf.d" / "zz-by-hand.conf"
-    broken.write_text("[program:by-hand]\ncommand=/bin/true\nautostart=maybe\n")  # a file put there by hand
-    commit_change(repo, "app/health.py", '"build": "two"', '"build": "supervisor"', "build supervisor")
-    try:
-        result = deploy(site)
-    finally:
-        broken.unlink()
-        git(repo, "revert", "--no-edit", "HEAD")
+    result, before = deploy_beside_a_broken_file(site, "supervisor/conf.d/modelhost.conf",
+                                                 "supervisor/conf.d/zz-by-hand.conf",
+                                                 "[program:by-hand]\ncommand=/bin/true\nautostart=maybe\n")
     assert result.returncode == 1
     assert "supervisor refused the program files in" in result.stderr and "by-hand" in result.stderr
-    assert programs.read_text() == before  # the old file is back
-    assert livez(port) == {"status": "ok"}
+    assert (site[2] / "supervisor/conf.d/modelhost.conf").read_text() == before  # the old file is back
+    assert livez(site[1]) == {"status": "ok"}
 
 
 def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
