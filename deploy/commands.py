@@ -55,7 +55,7 @@ def programs(layout: Layout, action: str, *colors: str) -> list[str]:
 
 
 # systemd's view of a unit, as `systemctl show` prints it (KEY=value lines).
-UNIT_PROPERTIES = "ActiveState,SubState,MainPID,ActiveEnterTimestamp,UnitFileState"
+UNIT_PROPERTIES = "ActiveState,MainPID,ActiveEnterTimestamp"
 # systemd's ActiveState in supervisor's words, which the deploy speaks.
 UNIT_STATES = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNNING", "deactivating": "STOPPING",
                "inactive": "STOPPED", "failed": "FATAL"}

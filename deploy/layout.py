@@ -153,7 +153,8 @@ def system_layout(settings) -> Layout:
         run_dir=Path("/run") / app, log_dir=Path("/var/log") / app, cache_dir=Path("/var/cache/nginx") / app,
         nginx_dir=Path("/etc/nginx"), nginx_sites=Path("/etc/nginx/sites-available"),
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
-        home=Path("/srv") / app, user=app, nginx_group="www-data", http_listen=listen(settings.nginx.address, settings.nginx.port),
+        home=Path("/srv") / app, user=app, nginx_group="www-data",
+        http_listen=listen(settings.nginx.address, settings.nginx.port),
         tls_listen=listen(settings.nginx.address, settings.nginx.tls_port), process_manager=settings.app.process_manager)
 
 

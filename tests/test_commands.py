@@ -9,7 +9,7 @@ from pathlib import Path
 from invoke import Context
 
 from deploy import commands
-from deploy.layout import local_layout, system_layout
+from deploy.layout import Directory, local_layout, system_layout
 from deploy.settings import check_settings
 from deploy.target import Target
 from tests.servers import gunicorn
@@ -36,6 +36,46 @@ def test_a_host_uses_its_system_services():
     assert commands.supervisorctl(SYSTEM, "status") == ["supervisorctl", "status"]
     assert commands.nginx(SYSTEM, "/usr/sbin/nginx", "-t") == ["/usr/sbin/nginx", "-t"]
     assert commands.nginx_pid_file(SYSTEM) == Path("/run/nginx.pid")
+
+
+def test_a_hosts_services_are_driven_by_systemd_or_its_init_scripts():
+    assert commands.service(True, "nginx", "is-enabled") == ["systemctl", "is-enabled", "nginx"]
+    assert commands.service(False, "nginx", "is-active") == ["service", "nginx", "status"]
+    assert commands.service(False, "supervisor", "start") == ["service", "supervisor", "start"]
+    assert commands.service(False, "nginx", "enable")[:2] == ["sh", "-c"]
+
+
+def test_the_programs_are_supervisors_or_systemd_units():
+    units = system_layout(check_settings({"app": {"process_manager": "systemd"}}))
+    assert commands.programs(SYSTEM, "start", "green") == ["supervisorctl", "start", "modelhost-green"]
+    assert commands.programs(units, "stop", "blue", "green") == ["systemctl", "stop", "modelhost@blue",
+                                                                 "modelhost@green"]
+    assert commands.journal(units, "blue", 20, since="2026-11-22 03:00:00") == [
+        "journalctl", "--no-pager", "--unit", "modelhost@blue", "--lines", "20", "--since", "2026-11-22 03:00:00"]
+    # The local target always runs its own supervisord, whatever the setting says.
+    local = local_layout(check_settings({"app": {"process_manager": "systemd"}}))
+    assert commands.program(local, "blue") == "modelhost-blue"
+
+
+def test_directories_are_made_and_given_their_owner_and_mode_only_when_they_differ(tmp_path):
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
+    made, kept = tmp_path / "a" / "b", tmp_path / "kept"
+    kept.mkdir(mode=0o777)
+    kept.chmod(0o2777)  # the setgid bit goes too: a three-digit mode means none
+    wanted = [Directory(made, user, group, "750"), Directory(kept, user, group, "700"), Directory(tmp_path / "c")]
+    first = subprocess.run(commands.ensure_directories(wanted), capture_output=True, text=True, check=True).stdout
+    assert first.splitlines() == [f"made {made}", f"set {made} {user}:{group} 750", f"set {kept} {user}:{group} 700",
+                                  f"made {tmp_path / 'c'}"]
+    assert oct(made.stat().st_mode & 0o7777) == "0o750" and oct(kept.stat().st_mode & 0o7777) == "0o700"
+    again = subprocess.run(commands.ensure_directories(wanted), capture_output=True, text=True, check=True)
+    assert again.stdout == ""
+
+
+def test_missing_packages_are_the_ones_dpkg_does_not_have_installed():
+    out = subprocess.run(commands.missing_packages(["bash", "no-such-package-here"]), capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["no-such-package-here"]
 
 
 def test_a_symlink_is_switched_by_renaming_a_new_one_over_it():
