@@ -871,7 +871,12 @@ class Deployment:
 
     def stop(self) -> list[int]:
         """Stop gunicorn (both colors), supervisord and nginx; returns the pids that were stopped.
-        On a host only the app's programs: supervisord and nginx are the host's, and may serve more."""
+        On a host only the app's programs: supervisord and nginx are the host's, and may serve more.
+        Not while a deploy runs (it holds the lock)."""
+        with self.locked("stop"):
+            return self.stop_processes()
+
+    def stop_processes(self) -> list[int]:
         pids: list[int] = []
         supervisord = self.supervisord_pid()
         if supervisord and self.system:
