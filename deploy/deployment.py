@@ -152,10 +152,15 @@ class Deployment:
         return self.system and self.settings.nginx.tls
 
     @property
+    def site_address(self) -> tuple[str, int]:
+        """Where the target itself reaches the site's nginx: its TLS listen with [nginx] tls, else HTTP."""
+        return self.layout.tls_address if self.tls else self.layout.http_address
+
+    @property
     def url(self) -> str:
         """The site's address as a browser reaches it."""
         scheme, default = ("https", 443) if self.tls else ("http", 80)
-        address, port = self.layout.tls_address if self.tls else self.layout.http_address
+        address, port = self.site_address
         host = self.settings.nginx.server_names[0] if self.tls else (
             self.target.name if self.target.remote and not self.settings.nginx.address else address)
         return f"{scheme}://{host}{'' if port == default else f':{port}'}{self.settings.nginx.prefix}/"
@@ -328,9 +333,9 @@ class Deployment:
             text = "".join(f"{name}={value}\n" for name, value in sorted(wanted.items()))
             owner = self.layout.user if self.system else None
             step.changed = self.target.write(path, text, mode=0o600, owner=owner)
-            self.run(["chmod", "600", str(path)])
-            if owner:
-                self.run(["chown", owner, str(path)])
+            if not step.changed:  # a file written by hand keeps its content, not a looser mode or owner
+                self.run(["sh", "-c", 'chmod 600 "$1" && { [ -z "$2" ] || chown "$2" "$1"; }', "sh", str(path),
+                          owner or ""])
             names = ", ".join(self.settings.app.secrets) or "none"
             step.detail = (f"{path} ({names}; made {', '.join(made)})" if made else
                            f"{path} updated ({names})" if step.changed else f"{path} ({names})")
@@ -485,7 +490,7 @@ class Deployment:
         if color:
             argv = commands.probe(self.python, paths=paths, socket=self.layout.socket(color), wait=wait)
         else:  # the site as clients see it: its prefix, its first name, HTTPS if it has it
-            address, port = self.layout.tls_address if self.tls else self.layout.http_address
+            address, port = self.site_address
             argv = commands.probe(self.python, paths=[self.settings.nginx.prefix + p for p in paths],
                                   address=address, port=port, tls=self.tls,
                                   host=self.settings.nginx.server_names[0], wait=wait)
@@ -722,7 +727,7 @@ class Deployment:
     def verify(self) -> str:
         """nginx answers /readyz with 200 on the site's port."""
         answer = self.ask(["/readyz"], wait=10)[0]
-        address, port = self.layout.tls_address if self.tls else self.layout.http_address
+        address, port = self.site_address
         where = f"{'https' if self.tls else 'http'}://{address}:{port}{answer['path']}"
         if answer["status"] != 200:
             raise DeployError(f"nginx answered {where} with {answer['status']} "

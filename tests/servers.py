@@ -31,10 +31,11 @@ needs_nginx = pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/sbin/
                                  reason="needs nginx: apt-get install nginx")
 
 
-def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real `fab` in this checkout, with no FLASK_* variable of the shell that runs the tests."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
-    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+def fab(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real `fab` in this checkout, with no FLASK_* variable of the shell that runs the tests
+    (and with env's variables added)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")} | (env or {})
+    return subprocess.run([str(FAB), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environ)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:

@@ -62,9 +62,8 @@ class Site:
         self.host, self.repo, self.config = host, repo, config
 
     def fab(self, *args: str, user: str = "root", config: Path | None = None, env: dict | None = None):
-        argv = ["-S", str(config or self.config), "-H", f"{user}@{self.host.address}", *args,
-                "--settings", str(self.repo / "deploy.toml")]
-        return fab(*argv, timeout=1800) if env is None else fab_with_env(argv, env)
+        return fab("-S", str(config or self.config), "-H", f"{user}@{self.host.address}", *args,
+                   "--settings", str(self.repo / "deploy.toml"), timeout=1800, env=env)
 
     def get(self, path: str):
         return request(80, path, host=self.host.address, address=self.host.address)
@@ -73,11 +72,6 @@ class Site:
         result = self.host.ssh(command)
         assert result.returncode == 0, result.stderr
         return result.stdout
-
-
-def fab_with_env(argv: list[str], env: dict) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")} | env
-    return subprocess.run([str(FAB), *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, env=environ)
 
 
 def make_site(host: hosts.TestHost, base: Path, model: Path, app: str = APP, manager: str = "supervisor",
