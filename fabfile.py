@@ -19,8 +19,8 @@ from fabric import task
 from invoke import Context
 from invoke.exceptions import Exit
 
-from deploy import settings as deploy_settings
-from deploy.deployment import DeployError, Deployment, Step
+from deploy import deployment, lock, settings as deploy_settings, state
+from deploy.context import Context, DeployError, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import README_TITLE, RenderError, plan_app, render as render_files, standalone_gunicorn_conf
@@ -34,6 +34,12 @@ ROOT = Path(__file__).resolve().parent
 VAR = ROOT / "var"
 DEMO_MODEL = VAR / "models" / "demo"
 SECRET_FILE = VAR / "secret_key"
+
+
+def default_settings() -> Path:
+    """./deploy.toml; where there is none, the one beside this fabfile (a modelhost checkout)."""
+    here = Path.cwd() / deploy_settings.SETTINGS_FILE
+    return here if here.is_file() else ROOT / deploy_settings.SETTINGS_FILE
 
 
 def secret_key() -> str:
@@ -61,7 +67,7 @@ def build_model(c, out=str(DEMO_MODEL), force=False):
 def serve(c, port=8080, workers=2):
     """Serve the demo model with gunicorn on http://127.0.0.1:PORT, in the foreground (Ctrl-C stops)."""
     build_model(c)
-    settings = deploy_settings.load(ROOT / deploy_settings.SETTINGS_FILE)
+    settings = deploy_settings.load(default_settings())
     conf = VAR / "gunicorn.conf.py"  # from gunicorn/gunicorn.conf.py.j2, like every deploy's
     conf.write_text(standalone_gunicorn_conf(settings, int(workers)))
     env = {"FLASK_MODEL_PATH": str(DEMO_MODEL), "FLASK_SECRET_KEY": secret_key()}
@@ -73,9 +79,11 @@ def serve(c, port=8080, workers=2):
                settings.app.wsgi], {**os.environ, **env})
 
 
-# Errors the deploy library raises: each message says what is wrong and what to do.
+# Errors the deploy library raises, each message saying what is wrong and what to do, and the
+# errors of paths the user gave. Any other exception is a bug, shown with its traceback.
 ERRORS = (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError, CommandFailed,
-          SourceError, DeployError, TargetError, OSError)
+          SourceError, DeployError, TargetError, FileNotFoundError, FileExistsError, PermissionError,
+          IsADirectoryError, NotADirectoryError)
 
 
 def remote(c) -> bool:
@@ -118,7 +126,7 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
     try:
         host = host_facts(c, facts)
         apps = []
-        for path in settings or [ROOT / deploy_settings.SETTINGS_FILE]:
+        for path in settings or [default_settings()]:
             loaded = deploy_settings.load(path)
             layout = local_layout(loaded) if target == "local" else system_layout(loaded)
             base_dir = Path(path).resolve().parent
@@ -146,24 +154,24 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
 # ---- deploying: with -H user@host to hosts over SSH, else to this machine (the local target) -------
 
 def print_step(step: Step) -> None:
-    print(f"  {step.name:<14}{'changed' if step.changed else 'unchanged':<11}{step.seconds:6.1f} s   {step.detail}",
-          flush=True)
+    outcome = "failed" if step.failed else "changed" if step.changed else "unchanged"
+    print(f"  {step.name:<14}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
 
 
-def deployment(c, settings_file: str | None) -> Deployment:
+def target_context(c, settings_file: str | None) -> Context:
     """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
     user is not root), or this machine."""
-    settings = deploy_settings.load(settings_file or ROOT / deploy_settings.SETTINGS_FILE)
+    settings = deploy_settings.load(settings_file or default_settings())
     if remote(c):
-        return Deployment(Target(c, root=True), settings, system_layout(settings), report=print_step)
-    return Deployment(Target(c), settings, local_layout(settings), report=print_step)
+        return Context(Target(c, root=True), settings, system_layout(settings), report=print_step)
+    return Context(Target(c), settings, local_layout(settings), report=print_step)
 
 
-def where(d: Deployment) -> str:
+def where(d: Context) -> str:
     return f"{d.target.name} ({d.layout.root})" if d.target.remote else f"{d.layout.host_root} (this machine)"
 
 
-def summary(d: Deployment, started: float) -> str:
+def summary(d: Context, started: float) -> str:
     changed = sum(step.changed for step in d.steps)
     return f"{changed} of {len(d.steps)} steps changed something, {time.monotonic() - started:.1f} s"
 
@@ -188,7 +196,7 @@ BREAK_LOCK_HELP = "remove a deploy lock left by a deploy that was killed (see th
 def provision(c, settings=None):
     """Prepare a host (-H user@host) for the app: packages, its user, directories, services. Safe to repeat."""
     started = time.monotonic()
-    d = deployment(c, settings)
+    d = target_context(c, settings)
     if not d.target.remote:
         raise Exit("error: provision prepares a host: fab -H user@host provision. This machine (no -H) needs no "
                    "provisioning: fab deploy sets it up, without root", code=2)
@@ -197,8 +205,8 @@ def provision(c, settings=None):
     print(f"{d.target.name} is ready for fab deploy: {summary(d, started)}")
 
 
-def unlock(d: Deployment) -> None:
-    holder = d.break_lock()
+def unlock(d: Context) -> None:
+    holder = lock.break_lock(d)
     print(f"removed the deploy lock on {d.target.name}" + (f" ({holder})" if holder else " (there was none)"))
 
 
@@ -209,7 +217,7 @@ def unlock(d: Deployment) -> None:
 def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
     started = time.monotonic()
-    d = deployment(c, settings)
+    d = target_context(c, settings)
     if break_lock:
         unlock(d)
     base_dir = Path(d.settings.source).resolve().parent
@@ -219,7 +227,7 @@ def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     source = read_source(d.local, base_dir, allow_dirty)
     model = read_model(model_path)
     print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
-    release = d.deploy(source, model, dict(os.environ))
+    release = deployment.deploy(d, source, model, dict(os.environ))
     print(f"{release.id} is live on {d.target.name}: {summary(d, started)}\n"
           f"open {d.url}   (API docs: {d.url}docs)\n"
           f"try: curl '{d.url}api/v1/similar?word=fire&topn=5'")
@@ -230,10 +238,10 @@ def deploy(c, settings=None, allow_dirty=False, break_lock=False):
 @task_errors
 def rollback(c, settings=None, to=None, break_lock=False):
     """Make the previous release live again (the same gated cutover as a deploy)."""
-    d = deployment(c, settings)
+    d = target_context(c, settings)
     if break_lock:
         unlock(d)
-    release = d.rollback(to)
+    release = deployment.rollback(d, to)
     print(f"{release.id} is live again on {d.target.name}")
 
 
@@ -241,12 +249,12 @@ def rollback(c, settings=None, to=None, break_lock=False):
 @task_errors
 def status(c, settings=None):
     """Show what runs: supervisord, both gunicorn programs, the live release, readiness, nginx."""
-    d = deployment(c, settings)
-    s = d.status()
+    d = target_context(c, settings)
+    s = deployment.status(d)
     width = max(len(p.name) for p in s.programs) + 2
     print(f"{d.settings.app.name} on {s.target}: {s.url}")
-    if not d.systemd_units:
-        print(f"  {'supervisord':<{width}}{'pid ' + str(s.supervisord) if s.supervisord else 'not running'}")
+    if s.manager:
+        print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}")
     for program in s.programs:
         live = " (live)" if program.color == s.live else ""
         pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
@@ -263,14 +271,14 @@ def status(c, settings=None):
 @task_errors
 def releases(c, settings=None):
     """List the releases on the target, newest first, with the live and idle colors marked."""
-    d = deployment(c, settings)
-    found = d.releases()
+    d = target_context(c, settings)
+    found = state.releases(d)
     print(f"releases of {d.settings.app.name} on {d.target.name}:")
     if not found:
         print("  none yet: fab deploy makes one")
         return
-    pointers = d.pointers()
-    results = {h["release"]: h["result"] for h in d.history()}
+    pointers = state.pointers(d)
+    results = {h["release"]: h["result"] for h in state.history(d)}
     for release in reversed(found):
         marks = [f"{color}{' (live)' if color == pointers.live else ''}" for color, id in pointers.release.items()
                  if id == release.id]
@@ -284,8 +292,8 @@ def releases(c, settings=None):
 @task_errors
 def logs(c, settings=None, what="app", lines=50, follow=False):
     """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
-    d = deployment(c, settings)
-    argv = d.log_command(what, int(lines), follow)
+    d = target_context(c, settings)
+    argv = deployment.log_command(d, what, int(lines), follow)
     if follow:
         d.target.stream(argv)
     else:
@@ -297,9 +305,9 @@ def logs(c, settings=None, what="app", lines=50, follow=False):
 @task_errors
 def diff(c, settings=None):
     """Show how the rendered configs differ from the target's files (a unified diff); changes nothing."""
-    d = deployment(c, settings)
+    d = target_context(c, settings)
     model = (Path(d.settings.source).resolve().parent / d.settings.model.path).resolve()
-    diffs = d.diff(read_model(model).size_mb if (model / "manifest.json").is_file() else None)
+    diffs = deployment.diff(d, read_model(model).size_mb if (model / "manifest.json").is_file() else None)
     print("".join(diffs).rstrip() if diffs else f"no differences: the configs on {d.target.name} are as rendered")
 
 
@@ -307,5 +315,5 @@ def diff(c, settings=None):
 @task_errors
 def stop(c, settings=None):
     """Stop the app's gunicorn programs (on this machine also the supervisord and nginx it started)."""
-    pids = deployment(c, settings).stop()
+    pids = deployment.stop(target_context(c, settings))
     print(f"stopped {len(pids)} processes ({', '.join(map(str, pids))})" if pids else "nothing was running")

@@ -11,11 +11,13 @@ from app.config import DEFAULTS, check, configure_logging
 from app.state import EXTENSION, ModelState
 
 ROOT = Path(__file__).resolve().parent.parent
+# The HTML templates: at the top of a checkout; in an installed wheel, packaged as app/templates/.
+TEMPLATES = ROOT / "templates" if (ROOT / "templates" / "base.html").is_file() else Path(__file__).parent / "templates"
 
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app: defaults, then FLASK_* environment variables, then `config` (for tests)."""
-    app = Flask("app", template_folder=str(ROOT / "templates"))
+    app = Flask("app", template_folder=str(TEMPLATES))
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env()
     if config:

@@ -46,7 +46,20 @@ class Layout:
     http_listen: str  # nginx's plain HTTP listen address
     tls_listen: str
     process_manager: str  # supervisor or systemd
+    base: Path  # the target's files are below it: `fab render` writes them relative to it
+    nginx_host_file: Path  # once per host: the catch-all servers and the JSON errors of every app
+    nginx_pid_file: Path
+    nginx_logs: tuple[Path, Path]  # error, access
+    supervisord_log: Path
+    secrets_owner: str | None  # the app's user on a host; None: the user who deploys owns everything
+    needs_provision: bool  # `fab provision` prepares it (a host); the local target needs nothing first
+    too_long_fix: str  # what to change when a socket's path is too long
+    directories: tuple[Directory, ...] = ()  # every directory the target needs, with owners and modes
+    nginx_enabled: Path | None = None  # where Debian's nginx reads sites from: links to nginx_sites
+    tmpfiles_dir: Path | None = None  # a host's systemd-tmpfiles.d: the socket directory at boot
     host_root: Path | None = None  # local target only: nginx's and supervisord's own files
+    nginx_conf: Path | None = None  # local target only: the nginx.conf its own nginx runs with
+    supervisord_conf: Path | None = None  # local target only: its own supervisord's configuration
 
     @property
     def env_file(self) -> Path:
@@ -89,27 +102,15 @@ class Layout:
         """One JSON line per deploy or rollback: when, who, which release, the result."""
         return self.root / "history.jsonl"
 
-    def directories(self) -> list[Directory]:
-        """Every directory the target needs; on a host with owners and modes: the app's user may
-        read its config and make its sockets, nginx (its group) may reach them and nothing else."""
-        if self.kind == "local":
-            places = [self.root, self.releases, self.venvs, self.models, self.config_dir, self.run_dir,
-                      self.log_dir, self.cache_dir, self.nginx_sites, self.supervisor_dir, self.host_root / "run",
-                      self.host_root / "log", self.host_root / "nginx" / "tmp"]
-            return [Directory(path) for path in places]
-        shared = ("root", "root", "755")
-        return [Directory(self.root, *shared), Directory(self.releases, *shared), Directory(self.venvs, *shared),
-                Directory(self.models, *shared), Directory(self.config_dir, "root", self.user, "750"),
-                Directory(self.run_dir, self.user, self.nginx_group, "750"),
-                Directory(self.log_dir, "root", "adm", "750"),
-                Directory(self.cache_dir, self.nginx_group, self.nginx_group, "700"),
-                Directory(self.nginx_sites, *shared), Directory(self.nginx_enabled, *shared),
-                Directory(self.supervisor_dir, *shared)]
-
     @property
-    def nginx_enabled(self) -> Path | None:
-        """Where Debian's nginx reads sites from: links to nginx_sites (the local target reads nginx_sites)."""
-        return self.nginx_dir / "sites-enabled" if self.kind == "system" else None
+    def tmpfiles_file(self) -> Path | None:
+        """systemd-tmpfiles' file for the app (hosts only)."""
+        return self.tmpfiles_dir / f"{self.app}.conf" if self.tmpfiles_dir else None
+
+    def tls(self, settings) -> bool:
+        """The site is served over HTTPS: [nginx] tls on a target with a TLS listen (the local
+        target serves plain HTTP on its one port)."""
+        return bool(settings.nginx.tls and self.tls_listen)
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -129,9 +130,12 @@ class Layout:
         The sockets stay where they are: the checks create nothing there, and a socket's path is
         limited to 107 bytes, which the scratch directory's prefix could exceed.
         """
-        moved = {name: under / str(value).lstrip("/") for name, value in vars(self).items()
-                 if isinstance(value, Path) and name != "run_dir"}
-        return replace(self, user=user, nginx_group=group, **moved)
+        def move(path: Path) -> Path:
+            return under / str(path).lstrip("/")
+
+        moved = {name: move(value) for name, value in vars(self).items() if isinstance(value, Path) and name != "run_dir"}
+        return replace(self, user=user, nginx_group=group, nginx_logs=tuple(map(move, self.nginx_logs)),
+                       directories=tuple(replace(d, path=move(d.path)) for d in self.directories), **moved)
 
 
 def reachable(listen: str) -> tuple[str, int]:
@@ -146,29 +150,49 @@ def listen(address: str, port: int) -> str:
 
 
 def system_layout(settings) -> Layout:
-    """A host's layout: Debian's places, the app's own system user."""
+    """A host's layout: Debian's places, the app's own system user, its system nginx and process manager."""
     app = settings.app.name
+    root, config_dir, run_dir = Path("/srv") / app, Path("/etc") / app, Path("/run") / app
+    log_dir, cache_dir, nginx = Path("/var/log") / app, Path("/var/cache/nginx") / app, Path("/etc/nginx")
+    shared = ("root", "root", "755")
+    directories = (
+        Directory(root, *shared), Directory(root / "releases", *shared), Directory(root / "venvs", *shared),
+        Directory(root / "models", *shared), Directory(config_dir, "root", app, "750"),
+        Directory(run_dir, app, "www-data", "750"), Directory(log_dir, "root", "adm", "750"),
+        Directory(cache_dir, "www-data", "www-data", "700"), Directory(nginx / "sites-available", *shared),
+        Directory(nginx / "sites-enabled", *shared), Directory(Path("/etc/supervisor/conf.d"), *shared))
     return Layout(
-        kind="system", app=app, root=Path("/srv") / app, config_dir=Path("/etc") / app,
-        run_dir=Path("/run") / app, log_dir=Path("/var/log") / app, cache_dir=Path("/var/cache/nginx") / app,
-        nginx_dir=Path("/etc/nginx"), nginx_sites=Path("/etc/nginx/sites-available"),
+        kind="system", app=app, root=root, config_dir=config_dir, run_dir=run_dir, log_dir=log_dir,
+        cache_dir=cache_dir, nginx_dir=nginx, nginx_sites=nginx / "sites-available",
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
-        home=Path("/srv") / app, user=app, nginx_group="www-data",
+        home=root, user=app, nginx_group="www-data",
         http_listen=listen(settings.nginx.address, settings.nginx.port),
-        tls_listen=listen(settings.nginx.address, settings.nginx.tls_port), process_manager=settings.app.process_manager)
+        tls_listen=listen(settings.nginx.address, settings.nginx.tls_port), process_manager=settings.app.process_manager,
+        base=Path("/"), nginx_host_file=nginx / "conf.d" / "modelhost.conf", nginx_pid_file=Path("/run/nginx.pid"),
+        nginx_logs=(Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")),
+        supervisord_log=Path("/var/log/supervisor/supervisord.log"), secrets_owner=app, needs_provision=True,
+        too_long_fix="use a shorter [app] name", directories=directories, nginx_enabled=nginx / "sites-enabled",
+        tmpfiles_dir=Path("/etc/tmpfiles.d"))
 
 
 def local_layout(settings, user: str | None = None, group: str | None = None, home: Path | None = None) -> Layout:
-    """This machine's layout for the user who deploys (user, group and home: that user's by default)."""
+    """This machine's layout for the user who deploys (user, group and home: that user's by default):
+    everything under [local] root, its own nginx and supervisord, no root."""
     home = home or Path.home()
     host_root = Path(settings.local.root.replace("~", str(home), 1) if settings.local.root.startswith("~")
                      else settings.local.root)
     root = host_root / settings.app.name
+    nginx, supervisor, logs = host_root / "nginx", host_root / "supervisor", host_root / "log"
+    places = (root, root / "releases", root / "venvs", root / "models", root / "etc", root / "run", root / "log",
+              root / "cache", nginx / "sites", supervisor / "conf.d", host_root / "run", logs, nginx / "tmp")
     return Layout(
         kind="local", app=settings.app.name, root=root, config_dir=root / "etc", run_dir=root / "run",
-        log_dir=root / "log", cache_dir=root / "cache", nginx_dir=host_root / "nginx",
-        nginx_sites=host_root / "nginx" / "sites", supervisor_dir=host_root / "supervisor" / "conf.d",
-        systemd_dir=host_root / "systemd", home=home, user=user or getpass.getuser(),
-        nginx_group=group or grp.getgrgid(os.getgid()).gr_name,
+        log_dir=root / "log", cache_dir=root / "cache", nginx_dir=nginx, nginx_sites=nginx / "sites",
+        supervisor_dir=supervisor / "conf.d", systemd_dir=host_root / "systemd", home=home,
+        user=user or getpass.getuser(), nginx_group=group or grp.getgrgid(os.getgid()).gr_name,
         http_listen=f"127.0.0.1:{settings.local.port}", tls_listen="", process_manager="supervisor",
-        host_root=host_root)
+        base=host_root, nginx_host_file=nginx / "modelhost.conf", nginx_pid_file=host_root / "run" / "nginx.pid",
+        nginx_logs=(logs / "nginx-error.log", logs / "nginx-access.log"), supervisord_log=logs / "supervisord.log",
+        secrets_owner=None, needs_provision=False, too_long_fix="set [local] root to a shorter path",
+        directories=tuple(Directory(path) for path in places), host_root=host_root,
+        nginx_conf=nginx / "nginx.conf", supervisord_conf=supervisor / "supervisord.conf")

@@ -18,6 +18,10 @@ from deploy.layout import COLORS, Layout, local_layout
 from deploy.workers import WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = Path(__file__).resolve().parent
+# The config templates (nginx/, supervisor/, systemd/, gunicorn/): at the top of a checkout, where
+# an ops engineer reads and copies them; in an installed wheel, packaged as deploy/configs/.
+CONFIGS = ROOT if (ROOT / "nginx" / "site.conf.j2").is_file() else DEPLOY / "configs"
 # nginx >= 1.25.1 wants `http2 on;`; older versions only know `listen ... http2` (newer ones
 # still accept it, with a deprecation warning, so it is also the form for an unknown version).
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
@@ -37,6 +41,7 @@ class RenderedFile:
     destination: Path | None  # on the target (None: the README, which stays in the output directory)
     content: str
     about: str  # one line for the README
+    reader: str = ""  # who reads it: nginx, programs (supervisor or systemd), release (gunicorn), boot
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,8 @@ def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT, 
     deploy.toml, or here as model_mb: the size of the model being deployed)."""
     longest = max((layout.socket(color) for color in COLORS), key=lambda p: len(str(p).encode()))
     if len(str(longest).encode()) > SOCKET_PATH_MAX:
-        fix = "set [local] root to a shorter path" if layout.kind == "local" else "use a shorter [app] name"
         raise RenderError(f"the socket path {longest} is {len(str(longest).encode())} bytes; unix sockets "
-                          f"allow {SOCKET_PATH_MAX}: {fix}")
+                          f"allow {SOCKET_PATH_MAX}: {layout.too_long_fix}")
     if settings.model.size_mb != "auto":
         model_mb = settings.model.size_mb
     elif model_mb is None:
@@ -109,7 +113,7 @@ def systemd_environment(env: dict) -> list[str]:
 
 
 ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(ROOT), undefined=jinja2.StrictUndefined, autoescape=False,
+    loader=jinja2.FileSystemLoader([CONFIGS, DEPLOY]), undefined=jinja2.StrictUndefined, autoescape=False,
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 ENVIRONMENT.filters.update(pyliteral=python_literal, supervisor_environment=supervisor_environment,
                            systemd_escape=systemd_escape, systemd_environment=systemd_environment)
@@ -189,7 +193,7 @@ def site_app(app: App, live: str) -> dict:
 def site_key(app: App) -> dict:
     """The server-level settings: apps that share host names must agree on all of them."""
     s, layout = app.settings, app.layout
-    tls = s.nginx.tls and layout.kind == "system"
+    tls = layout.tls(s)
     certificate, key = certificate_paths(s)
     return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
                 tls_listen=layout.tls_listen if tls else "", certificate=certificate, certificate_key=key,
@@ -242,8 +246,7 @@ def site_file_name(server_names) -> str:
 
 def destination_path(layout: Layout, destination: Path) -> str:
     """Where a file goes in the output directory: its place on the target, below the target's base."""
-    base = layout.host_root if layout.kind == "local" else Path("/")
-    return str(destination.relative_to(base))
+    return str(destination.relative_to(layout.base))
 
 
 def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[RenderedFile]:
@@ -253,47 +256,46 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
     if live not in COLORS:
         raise RenderError(f"live color {live!r}: must be one of {', '.join(COLORS)}")
     layout = apps[0].layout
-    files: list[tuple[Path, str, str]] = []
+    files: list[RenderedFile] = []
+
+    def add(destination: Path, content: str, about: str, reader: str) -> None:
+        files.append(RenderedFile(destination_path(layout, destination), destination, content, about, reader))
+
     http2_directive = facts.nginx_version is not None and facts.nginx_version >= HTTP2_DIRECTIVE_SINCE
     sites = group_sites(apps)
     for site in sites:
         site["file"] = site_file_name(site["key"]["server_names"])
         values = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
                   "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
-        files.append((layout.nginx_sites / site["file"],
-                      template("nginx/site.conf.j2", site=values),
-                      f"nginx site for {', '.join(a['name'] for a in values['apps'])}"))
-    tls = any(site["key"]["tls"] for site in sites)
-    host_wide = layout.nginx_dir / ("modelhost.conf" if layout.kind == "local" else "conf.d/modelhost.conf")
-    files.append((host_wide, template(
+        add(layout.nginx_sites / site["file"], template("nginx/site.conf.j2", site=values),
+            f"nginx site for {', '.join(a['name'] for a in values['apps'])}", "nginx")
+    add(layout.nginx_host_file, template(
         "nginx/modelhost.conf.j2", http_listens=sorted({s["key"]["http_listen"] for s in sites}),
         tls_listens=sorted({s["key"]["tls_listen"] for s in sites} - {""})),
-        "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors"))
-    if tls:
-        files.append((layout.nginx_dir / "ffdhe2048.pem", (ROOT / "nginx" / "ffdhe2048.pem").read_text(),
-                      "nginx: the RFC 7919 Diffie-Hellman group for the DHE ciphers (ssl_dhparam)"))
-    if layout.kind == "local":
-        files.append((layout.nginx_dir / "nginx.conf", template("nginx/nginx.conf.j2", layout=layout),
-                      "nginx's main configuration for the local target (run as you)"))
-        files.append((layout.host_root / "supervisor" / "supervisord.conf",
-                      template("supervisor/supervisord.conf.j2", layout=layout),
-                      "supervisord's configuration for the local target (run as you)"))
+        "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors", "nginx")
+    if any(site["key"]["tls"] for site in sites):
+        add(layout.nginx_dir / "ffdhe2048.pem", (CONFIGS / "nginx" / "ffdhe2048.pem").read_text(),
+            "nginx: the RFC 7919 Diffie-Hellman group for the DHE ciphers (ssl_dhparam)", "nginx")
+    if layout.nginx_conf:
+        add(layout.nginx_conf, template("nginx/nginx.conf.j2", layout=layout),
+            "nginx's main configuration for the local target (run as you)", "nginx")
+    if layout.supervisord_conf:
+        add(layout.supervisord_conf, template("supervisor/supervisord.conf.j2", layout=layout),
+            "supervisord's configuration for the local target (run as you)", "programs")
     for app in apps:
-        files.append((app.layout.gunicorn_conf(live), render_gunicorn_conf(app),
-                      f"gunicorn settings for {app.layout.app} ({app.plan.workers} workers), in the release directory"))
+        add(app.layout.gunicorn_conf(live), render_gunicorn_conf(app),
+            f"gunicorn settings for {app.layout.app} ({app.plan.workers} workers), in the release directory", "release")
         if app.layout.process_manager == "systemd":
-            files.append((app.layout.systemd_dir / f"{app.layout.app}@.service",
-                          template("systemd/app@.service.j2", **manager_values(app, live)),
-                          f"systemd unit for {app.layout.app}: {app.layout.app}@blue and @green"))
+            add(app.layout.systemd_dir / f"{app.layout.app}@.service",
+                template("systemd/app@.service.j2", **manager_values(app, live)),
+                f"systemd unit for {app.layout.app}: {app.layout.app}@blue and @green", "programs")
         else:
-            files.append((app.layout.supervisor_dir / f"{app.layout.app}.conf",
-                          template("supervisor/program.conf.j2", **manager_values(app, live)),
-                          f"supervisor programs {app.layout.app}-blue and {app.layout.app}-green"))
-        if app.layout.kind == "system" and facts.systemd:
-            files.append((Path("/etc/tmpfiles.d") / f"{app.layout.app}.conf", tmpfiles_conf(app.layout),
-                          f"the socket directory {app.layout.run_dir}, made again at every boot"))
-    rendered = [RenderedFile(destination_path(layout, dest), dest, content, about)
-                for dest, content, about in files]
-    readme = template("deploy/templates/README.md.j2", title=README_TITLE, files=rendered, apps=apps, facts=facts, layout=layout,
-                      live=live, sites=sites)
-    return [RenderedFile("README.md", None, readme, "where each file goes"), *rendered]
+            add(app.layout.supervisor_dir / f"{app.layout.app}.conf",
+                template("supervisor/program.conf.j2", **manager_values(app, live)),
+                f"supervisor programs {app.layout.app}-blue and {app.layout.app}-green", "programs")
+        if app.layout.tmpfiles_file and facts.systemd:
+            add(app.layout.tmpfiles_file, tmpfiles_conf(app.layout),
+                f"the socket directory {app.layout.run_dir}, made again at every boot", "boot")
+    readme = template("templates/README.md.j2", title=README_TITLE, files=files, apps=apps, facts=facts,
+                      layout=layout, live=live, sites=sites)
+    return [RenderedFile("README.md", None, readme, "where each file goes"), *files]

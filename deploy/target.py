@@ -1,7 +1,7 @@
 """The one place that runs commands: on this machine, or (through Fabric) on a host over SSH.
 
-Everything else builds argument lists; this module joins them with shlex.join, runs them, and
-turns a failure into CommandFailed carrying the command and what it printed.
+Everything else builds argument lists (deploy/commands/); this module joins them with shlex.join,
+runs them, and turns a failure into CommandFailed carrying the command and what it printed.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from invoke.exceptions import AuthFailure, CommandTimedOut
 from paramiko import AuthenticationException, BadHostKeyException, MissingHostKeyPolicy, SSHException, WarningPolicy
 from paramiko.ssh_exception import NoValidConnectionsError
+
+from deploy import commands
 
 
 class CommandFailed(Exception):
@@ -104,7 +106,7 @@ class Target:
         if self._sudo is None:
             self._sudo = ""
             if self.root and self.remote and self.context.user != "root":
-                if self.run(["sudo", "-n", "true"], check=False, as_user=True).exited == 0:
+                if self.run(commands.passwordless_sudo(), check=False, as_user=True).exited == 0:
                     self._sudo = "nopasswd"
                 elif self.context.config.sudo.password:
                     self._sudo = "password"
@@ -120,7 +122,7 @@ class Target:
 
     def read(self, path: Path) -> str | None:
         """A text file's content; None when it does not exist."""
-        result = self.run(["cat", "--", str(path)], check=False)
+        result = self.run(commands.cat(path), check=False)
         return result.stdout if result.exited == 0 else None
 
     @contextlib.contextmanager
@@ -130,7 +132,7 @@ class Target:
         if not self.remote and not isinstance(source, bytes):
             yield Path(source)
             return
-        path = Path(self.run(["mktemp", "-t", "modelhost.XXXXXXXX"], as_user=True).stdout.strip())
+        path = Path(self.run(commands.temporary_file(), as_user=True).stdout.strip())
         try:
             if self.remote:
                 self.connected(self.context.put, io.BytesIO(source) if isinstance(source, bytes) else str(source),
@@ -139,16 +141,15 @@ class Target:
                 path.write_bytes(source)
             yield path
         finally:
-            self.run(["rm", "-f", "--", str(path)], check=False, as_user=True)
+            self.run(commands.remove(path), check=False, as_user=True)
 
     def upload(self, source: Path | bytes, path: Path, mode: int = 0o644, owner: str | None = None) -> None:
         """Put a local file (or bytes) at path on the target, atomically: written beside it with its
         mode (and owner) from the start, then renamed; a secret is never readable by others."""
         partial = path.with_name(f".{path.name}.partial")
         with self.staged(source) as staged:
-            self.run(["install", "-m", f"{mode:o}", *(["-o", owner] if owner else []), "-T", str(staged),
-                      str(partial)])
-        self.run(["mv", "-f", "--", str(partial), str(path)])
+            self.run(commands.install(staged, partial, mode, owner))
+        self.run(commands.move(partial, path))
 
     def write(self, path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
         """Make path hold text; returns whether it changed (an identical file is left alone)."""

@@ -18,38 +18,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from deploy import commands
 from deploy.facts import HostFacts
 from deploy.layout import COLORS
 from deploy.render import ROOT, App, certificate_paths, render
 from deploy.target import CommandFailed, Target
 
-# supervisor's parser, as supervisord itself runs it at start: exits 2 with the reason.
-SUPERVISOR_PARSE = "import sys; from supervisor.options import ServerOptions; ServerOptions().realize(['-c', sys.argv[1]])"
-
-
 class ValidationError(Exception):
     """A rendered file failed its tool's check; the message has the tool's own words."""
-
-
-def nginx_test(nginx: str, conf: Path, prefix: Path) -> list[str]:
-    return [nginx, "-t", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
-
-
-def supervisor_parse(python: str, conf: Path) -> list[str]:
-    return [python, "-c", SUPERVISOR_PARSE, str(conf)]
-
-
-def gunicorn_check(gunicorn: Path, conf: Path, wsgi: str) -> list[str]:
-    return [str(gunicorn), "--check-config", "--config", str(conf), wsgi]
-
-
-def systemd_verify(unit: Path) -> list[str]:
-    return ["systemd-analyze", "verify", "--man=no", str(unit)]
-
-
-def self_signed(cert: str, key: str, name: str) -> list[str]:
-    return ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
-            "-keyout", key, "-out", cert]
 
 
 def tail(output: str, lines: int = 15) -> str:
@@ -104,15 +80,14 @@ def scaffold(target: Target, apps: list[App], scratch: Path) -> None:
             if not (release / "venv").exists():
                 (release / "venv").symlink_to(sys.prefix)  # the venv running this check
         write(layout.env_file, "".join(f"{name}=check-only\n" for name in app.settings.app.secrets))
-        if app.settings.nginx.tls and layout.kind == "system":
+        if layout.tls(app.settings):
             cert, key = certificate_paths(app.settings)
             if not Path(cert).exists():
                 Path(cert).parent.mkdir(parents=True, exist_ok=True)
                 Path(key).parent.mkdir(parents=True, exist_ok=True)
-                target.run(self_signed(cert, key, app.settings.nginx.server_names[0]))
-    if apps[0].layout.host_root:
-        for name in ("run", "log", "nginx/tmp"):
-            (apps[0].layout.host_root / name).mkdir(parents=True, exist_ok=True)
+                target.run(commands.self_signed(cert, key, app.settings.nginx.server_names[0]))
+    for directory in apps[0].layout.directories:  # the local target's own nginx and supervisord use some
+        directory.path.mkdir(parents=True, exist_ok=True)
 
 
 def find_nginx() -> str:
@@ -147,9 +122,8 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
             raise ValidationError(f"{what}: " + "\n".join(warnings))
         passed.append(what)
 
-    if layout.kind == "local":
-        nginx_conf = layout.nginx_dir / "nginx.conf"
-    else:  # the part of Debian's nginx.conf that includes what modelhost renders
+    nginx_conf = layout.nginx_conf
+    if not nginx_conf:  # the part of Debian's nginx.conf that includes what modelhost renders
         nginx_conf = scratch / "nginx-check.conf"
         write(nginx_conf, "\n".join([
             f"pid {scratch}/nginx.pid;", "events {}", "http {", "    include /etc/nginx/mime.types;",
@@ -157,22 +131,21 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
             *(f"    {kind}_temp_path {scratch}/nginx-{kind};" for kind in
               ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
             f"    include {layout.nginx_dir}/conf.d/*.conf;", f"    include {layout.nginx_sites}/*.conf;", "}", ""]))
-    run(nginx_test(find_nginx(), nginx_conf, scratch), f"nginx -t: {nginx_conf.name} and the sites")
+    run(commands.nginx_check(find_nginx(), nginx_conf, scratch), f"nginx -t: {nginx_conf.name} and the sites")
 
     supervised = [app for app in apps if app.layout.process_manager == "supervisor"]
     if supervised:
-        if layout.kind == "local":
-            supervisord_conf = layout.host_root / "supervisor" / "supervisord.conf"
-        else:  # what Debian's /etc/supervisor/supervisord.conf has around its conf.d
+        supervisord_conf = layout.supervisord_conf
+        if not supervisord_conf:  # what Debian's /etc/supervisor/supervisord.conf has around its conf.d
             supervisord_conf = scratch / "supervisord-check.conf"
             write(supervisord_conf, f"[supervisord]\nlogfile={scratch}/supervisord.log\npidfile={scratch}/s.pid\n"
                                     f"[include]\nfiles = {layout.supervisor_dir}/*.conf\n")
-        run(supervisor_parse(sys.executable, supervisord_conf),
+        run(commands.supervisor_parse(sys.executable, supervisord_conf),
             "supervisor's parser: " + ", ".join(f"{a.layout.app}.conf" for a in supervised))
 
     for app in apps:
         gunicorn = app.layout.release(live) / "venv" / "bin" / "gunicorn"
-        run(gunicorn_check(gunicorn, app.layout.gunicorn_conf(live), app.settings.app.wsgi),
+        run(commands.gunicorn_check(gunicorn, app.layout.gunicorn_conf(live), app.settings.app.wsgi),
             f"gunicorn --check-config: {app.layout.app} (loads the app)", cwd=str(ROOT),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch)})
         if app.layout.process_manager == "systemd":
@@ -182,5 +155,5 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
             for color in COLORS:
                 unit = scratch / f"{app.layout.app}@{color}.service"
                 shutil.copyfile(app.layout.systemd_dir / f"{app.layout.app}@.service", unit)
-                run(systemd_verify(unit), f"systemd-analyze verify: {unit.name}")
+                run(commands.systemd_verify(unit), f"systemd-analyze verify: {unit.name}")
     return passed

@@ -29,13 +29,13 @@ def test_the_local_target_runs_its_own_supervisord_and_nginx_with_a_clean_enviro
     assert commands.nginx(LOCAL, "/usr/sbin/nginx", "-s", "reload") == [
         *clean, "/usr/sbin/nginx", "-p", "/home/pi/mh/nginx/", "-c", "/home/pi/mh/nginx/nginx.conf",
         "-e", "/home/pi/mh/log/nginx-error.log", "-s", "reload"]
-    assert commands.nginx_pid_file(LOCAL) == Path("/home/pi/mh/run/nginx.pid")
+    assert LOCAL.nginx_pid_file == Path("/home/pi/mh/run/nginx.pid")
 
 
 def test_a_host_uses_its_system_services():
     assert commands.supervisorctl(SYSTEM, "status") == ["supervisorctl", "status"]
     assert commands.nginx(SYSTEM, "/usr/sbin/nginx", "-t") == ["/usr/sbin/nginx", "-t"]
-    assert commands.nginx_pid_file(SYSTEM) == Path("/run/nginx.pid")
+    assert SYSTEM.nginx_pid_file == Path("/run/nginx.pid")
 
 
 def test_a_hosts_services_are_driven_by_systemd_or_its_init_scripts():

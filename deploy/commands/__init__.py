@@ -1,0 +1,28 @@
+"""The commands a deploy runs on a target, as argument lists: built here, run by deploy.target.
+
+Pure functions, so tests compare whole commands without a host; the parser of a command's output
+sits beside the command. Nothing else in deploy/ builds an argument list (but deploy/facts.py, the
+host facts script beside its parser, and deploy/target.py, the executor): tests/test_architecture.py
+checks it. By tool:
+
+    fs        files, directories, links, tar files
+    host      services, apt, users, Python environments, processes
+    nginx     the local target's own nginx or a host's; checks in a scratch directory
+    programs  supervisor (the local target's own supervisord or a host's), systemd units, gunicorn's check
+    probe     HTTP checks run on the target (deploy/probe.py)
+    git       what a release ships, read on the machine that runs `fab`
+"""
+from deploy.commands.fs import (append_line, cat, cat_all, ensure_directories, exists, exists_or_dangling_link,
+                                install, listing, make_directory, move, parse_ensure_directories, parse_links,
+                                read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
+                                tar_extract, temporary_file, touch)
+from deploy.commands.git import archive, changed_files, git, stash_commit
+from deploy.commands.host import (add_system_user, add_to_group, alive, apt_get, children, groups,
+                                  make_venv, missing_for_deploy, missing_packages, now, passwd_entry,
+                                  passwordless_sudo, pip_install, python_has_venv, service, user_id)
+from deploy.commands.nginx import CLEAN_PATH, clean_env, locate, nginx, nginx_check, nginx_start, self_signed
+from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
+from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, gunicorn_check,
+                                      journal, parse_supervisor_status, parse_supervisord_pid, parse_unit_status,
+                                      program, program_status, programs, supervisor_parse, supervisor_refused,
+                                      supervisorctl, supervisord_start, systemctl, systemd_manager, systemd_verify)

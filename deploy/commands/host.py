@@ -1,0 +1,101 @@
+"""A host's system: services, packages, users, and the Python environments of releases."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def service(systemd: bool, name: str, action: str) -> list[str]:
+    """A system service, the host's way: systemctl when systemd runs, else the init.d script.
+
+    action: start, stop, reload, is-active, enable or is-enabled (exit 0 when it is).
+    """
+    if systemd:
+        return ["systemctl", action, name]
+    if action == "is-active":
+        return ["service", name, "status"]
+    if action == "is-enabled":  # an S link in a multi-user runlevel
+        return ["sh", "-c", 'ls /etc/rc[2345].d/S??"$1" >/dev/null 2>&1', "sh", name]
+    if action == "enable":
+        return ["sh", "-c", 'update-rc.d "$1" defaults && update-rc.d "$1" enable', "sh", name]
+    return ["service", name, action]
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    """Prints the packages of the list that are not installed, one per line."""
+    script = ('for p; do [ "$(dpkg-query -W -f \'${db:Status-Status}\' "$p" 2>/dev/null)" = installed ] '
+              '|| echo "$p"; done')
+    return ["sh", "-c", script, "sh", *packages]
+
+
+def apt_get(*args: str, sudo: bool = False) -> list[str]:
+    """apt-get that never asks (a host's unattended install) and keeps config files changed by hand;
+    with sudo, through passwordless sudo (the local target, run as a user)."""
+    return [*(["sudo", "-n"] if sudo else []), "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
+            "-o", "Dpkg::Options::=--force-confold", *args]
+
+
+def user_id() -> list[str]:
+    return ["id", "-u"]
+
+
+def passwordless_sudo() -> list[str]:
+    """Exits 0 when sudo works without a password."""
+    return ["sudo", "-n", "true"]
+
+
+def passwd_entry(user: str) -> list[str]:
+    """The user's line of the password database (nothing, exit 2, when there is no such user)."""
+    return ["getent", "passwd", user]
+
+
+def groups(user: str) -> list[str]:
+    return ["id", "-nG", user]
+
+
+def add_system_user(user: str, home: Path, shell: str, comment: str) -> list[str]:
+    """A system user with a group of its own name and no home directory made."""
+    return ["useradd", "--system", "--user-group", "--home-dir", str(home), "--no-create-home", "--shell", shell,
+            "--comment", comment, user]
+
+
+def add_to_group(user: str, group: str) -> list[str]:
+    return ["usermod", "--append", "--groups", group, user]
+
+
+def missing_for_deploy(user: str, python: str, nginx_group: str, process_manager: str) -> list[str]:
+    """What `fab provision` installs and a host lacks, one line each ("the user modelhost",
+    "supervisor", ...); nothing when the host is provisioned (nginx is looked for apart)."""
+    script = ('id -u "$1" >/dev/null 2>&1 || echo "the user $1"; '
+              'id -nG "$3" 2>/dev/null | grep -qw "$1" || echo "$3 in group $1"; '
+              '[ "$4" = systemd ] || command -v supervisorctl >/dev/null || echo supervisor; '
+              '"$2" -c "import venv, ensurepip" 2>/dev/null || echo python3-venv')
+    return ["sh", "-c", script, "sh", user, python, nginx_group, process_manager]
+
+
+def python_has_venv(python: str) -> list[str]:
+    """Exits 0 when python can make environments with pip in them."""
+    return [python, "-c", "import venv, ensurepip"]
+
+
+def make_venv(python: str, venv: Path) -> list[str]:
+    return [python, "-m", "venv", str(venv)]
+
+
+def pip_install(venv: Path, requirements: Path) -> list[str]:
+    return [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+            str(requirements)]
+
+
+def now() -> list[str]:
+    """The target's clock, as journalctl --since reads it."""
+    return ["date", "+%Y-%m-%d %H:%M:%S"]
+
+
+def children(pid: int) -> list[str]:
+    """The pids whose parent is pid, one per line."""
+    return ["ps", "-o", "pid=", "--ppid", str(pid)]
+
+
+def alive(pid: int) -> list[str]:
+    return ["kill", "-0", str(pid)]
+

@@ -1,0 +1,44 @@
+"""nginx: the local target's own (run as the user, with the rendered nginx.conf) or a host's service."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.commands.host import service
+from deploy.layout import Layout
+
+# The environment the local target's daemons start with: nothing from the shell that ran `fab`
+# (a FLASK_* variable exported there must not reach the app).
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def clean_env(layout: Layout) -> list[str]:
+    return ["env", "-i", f"HOME={layout.home}", f"PATH={CLEAN_PATH}", "LANG=C.UTF-8"]
+
+
+def locate() -> list[str]:
+    """Prints nginx's path ("" when it is not installed); /usr/sbin is not on every PATH."""
+    return ["sh", "-c", "command -v nginx || ls /usr/sbin/nginx"]
+
+
+def nginx(layout: Layout, binary: str, *args: str) -> list[str]:
+    """nginx with the local target's own prefix and configuration (a host's nginx needs neither)."""
+    if layout.nginx_conf:
+        return [*clean_env(layout), binary, "-p", f"{layout.nginx_dir}/", "-c", str(layout.nginx_conf),
+                "-e", str(layout.nginx_logs[0]), *args]
+    return [binary, *args]
+
+
+def nginx_start(layout: Layout, binary: str, systemd: bool) -> list[str]:
+    """The local target's own nginx (it puts itself in the background), or the host's service."""
+    return nginx(layout, binary) if layout.nginx_conf else service(systemd, "nginx", "start")
+
+
+def nginx_check(binary: str, conf: Path, prefix: Path) -> list[str]:
+    """nginx -t of a configuration in a scratch directory (render --check)."""
+    return [binary, "-t", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
+
+
+def self_signed(cert: str, key: str, name: str) -> list[str]:
+    """A throwaway certificate for name, so that nginx -t can load a TLS site."""
+    return ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+            "-keyout", key, "-out", cert]

@@ -1,0 +1,114 @@
+"""The gunicorn programs: supervisor's (the local target's own supervisord, or a host's) or systemd
+units; gunicorn's own config check. Each status command has its parser beside it."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from deploy.commands.nginx import clean_env
+from deploy.layout import Layout
+
+TOOLS = Path(sys.executable).parent  # supervisord and supervisorctl of the local target
+# supervisor's parser, as supervisord itself runs it at start: exits 2 with the reason.
+SUPERVISOR_PARSE = "import sys; from supervisor.options import ServerOptions; ServerOptions().realize(['-c', sys.argv[1]])"
+
+
+def systemd_manager(layout: Layout) -> bool:
+    """The app's gunicorn programs are systemd units (a host's [app] process_manager)."""
+    return layout.process_manager == "systemd"
+
+
+def program(layout: Layout, color: str) -> str:
+    """A color's program: supervisor's <app>-<color>, or the systemd unit <app>@<color>."""
+    return f"{layout.app}@{color}" if systemd_manager(layout) else f"{layout.app}-{color}"
+
+
+def programs(layout: Layout, action: str, *colors: str) -> list[str]:
+    """start or stop the colors' programs, through supervisor or systemd."""
+    names = [program(layout, color) for color in colors]
+    return ["systemctl", action, *names] if systemd_manager(layout) else supervisorctl(layout, action, *names)
+
+
+# ---- supervisor ---------------------------------------------------------------------------------
+
+def supervisord_start(layout: Layout) -> list[str]:
+    """Starts the local target's supervisord (it puts itself in the background)."""
+    return [*clean_env(layout), str(TOOLS / "supervisord"), "-c", str(layout.supervisord_conf)]
+
+
+def supervisorctl(layout: Layout, *args: str) -> list[str]:
+    """supervisorctl of the local target's own supervisord, or of the host's."""
+    if layout.supervisord_conf:
+        return [str(TOOLS / "supervisorctl"), "-c", str(layout.supervisord_conf), *args]
+    return ["supervisorctl", *args]
+
+
+def parse_supervisord_pid(output: str) -> int | None:
+    """supervisorctl pid's answer: supervisord's pid, or None when it does not run."""
+    return int(output) if output.strip().isdigit() else None
+
+
+def parse_supervisor_status(output: str, name: str) -> tuple[str, int | None, str]:
+    """(state, pid, uptime) of `supervisorctl status NAME`; DOWN when supervisord does not answer."""
+    parts = output.split(None, 2)
+    if len(parts) < 2 or parts[0] != name:
+        return "DOWN", None, ""
+    pid = re.search(r"pid (\d+)", output)
+    uptime = re.search(r"uptime (\S+)", output)
+    return parts[1], int(pid.group(1)) if pid else None, uptime.group(1) if uptime else ""
+
+
+def supervisor_refused(output: str) -> bool:
+    """supervisorctl reread prints an ERROR line for a program file it cannot use (and exits 0)."""
+    return "ERROR" in output
+
+
+def supervisor_parse(python: str, conf: Path) -> list[str]:
+    return [python, "-c", SUPERVISOR_PARSE, str(conf)]
+
+
+# ---- systemd ------------------------------------------------------------------------------------
+
+# systemd's view of a unit, as `systemctl show` prints it (KEY=value lines).
+UNIT_PROPERTIES = "ActiveState,MainPID,ActiveEnterTimestamp"
+# systemd's ActiveState in supervisor's words, which the deploy speaks.
+UNIT_STATES = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNNING", "deactivating": "STOPPING",
+               "inactive": "STOPPED", "failed": "FATAL"}
+
+
+def program_status(layout: Layout, color: str) -> list[str]:
+    if systemd_manager(layout):
+        return ["systemctl", "show", program(layout, color), f"--property={UNIT_PROPERTIES}"]
+    return supervisorctl(layout, "status", program(layout, color))
+
+
+def parse_unit_status(output: str) -> tuple[str, int | None, str]:
+    """(state, pid, since) of `systemctl show` with UNIT_PROPERTIES, the state in supervisor's words."""
+    unit = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    pid = int(unit.get("MainPID", "0") or 0)
+    since = unit.get("ActiveEnterTimestamp", "")
+    return (UNIT_STATES.get(unit.get("ActiveState", ""), "DOWN"), pid or None,
+            f"since {since}" if pid and since else "")
+
+
+def systemctl(*args: str) -> list[str]:
+    """daemon-reload, is-enabled UNIT, ...: systemd's own command."""
+    return ["systemctl", *args]
+
+
+def journal(layout: Layout, color: str, lines: int, follow: bool = False, since: str = "") -> list[str]:
+    """A unit's log from the journal (systemd keeps gunicorn's output there)."""
+    return ["journalctl", "--no-pager", "--unit", program(layout, color), "--lines", str(lines),
+            *(["--since", since] if since else []), *(["--follow"] if follow else [])]
+
+
+def systemd_verify(unit: Path) -> list[str]:
+    return ["systemd-analyze", "verify", "--man=no", str(unit)]
+
+
+# ---- gunicorn -----------------------------------------------------------------------------------
+
+def gunicorn_check(gunicorn: Path, conf: Path, wsgi: str) -> list[str]:
+    """gunicorn loads its config and the app, then exits: 0 when both load."""
+    return [str(gunicorn), "--check-config", "--config", str(conf), wsgi]

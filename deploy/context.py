@@ -1,0 +1,152 @@
+"""What every step of a deploy (and of provision) works with: one app on one target.
+
+A Context holds the target (the one place commands run), the app's settings, its layout on that
+target, the host's facts (gathered once), the target's nginx and process manager, and the steps
+reported so far. Steps are timed and reported as they end, the one that fails too.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from invoke import Context as Local
+
+from deploy import commands
+from deploy.facts import HostFacts, gather
+from deploy.layout import Layout
+from deploy.target import Target
+
+
+class DeployError(Exception):
+    """A deploy step failed; the message says what happened, what is still serving, and what to do."""
+
+
+@dataclass
+class Step:
+    """One step's outcome, as `fab` prints it: what it did, whether anything changed, how long it took."""
+    name: str
+    detail: str = ""
+    changed: bool = False
+    seconds: float = 0.0
+    failed: bool = False
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Context:
+    """One app on one target. report(step) is called as each step ends (fab prints it).
+
+    clock and sleep are time's unless a test gives its own (the fake target's clock)."""
+
+    python = "python3"  # the target's, for venvs and probes
+
+    def __init__(self, target: Target, settings, layout: Layout, report: Callable[[Step], None] = lambda s: None,
+                 local: Target | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.target, self.settings, self.layout, self.report = target, settings, layout, report
+        self.local = local or Target(Local())  # this machine, where the source and the model are
+        self.clock, self.sleep = clock, sleep
+        self.steps: list[Step] = []
+
+    @functools.cached_property
+    def facts(self) -> HostFacts:
+        return gather(self.target)
+
+    @functools.cached_property
+    def nginx(self):
+        from deploy.nginx import Nginx
+        return Nginx(self)
+
+    @functools.cached_property
+    def programs(self):
+        """The process manager of the app's gunicorn programs (supervisor or systemd units)."""
+        from deploy.programs import process_manager
+        return process_manager(self)
+
+    # ---- the site, as clients reach it ---------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        return self.layout.tls(self.settings)
+
+    @property
+    def site_address(self) -> tuple[str, int]:
+        """Where the target itself reaches the site's nginx: its TLS listen with [nginx] tls, else HTTP."""
+        return self.layout.tls_address if self.tls else self.layout.http_address
+
+    @property
+    def url(self) -> str:
+        """The site's address as a browser reaches it."""
+        scheme, default = ("https", 443) if self.tls else ("http", 80)
+        address, port = self.site_address
+        host = self.settings.nginx.server_names[0] if self.tls else (
+            self.target.name if self.target.remote and not self.settings.nginx.address else address)
+        return f"{scheme}://{host}{'' if port == default else f':{port}'}{self.settings.nginx.prefix}/"
+
+    # ---- small helpers -------------------------------------------------------------------------
+
+    def run(self, argv: list[str], **kwargs):
+        return self.target.run(argv, **kwargs)
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        """Times a step and reports it when it ends, also when it fails (marked failed)."""
+        step = Step(name)
+        started = self.clock()
+        try:
+            yield step
+        except BaseException:
+            step.failed = True
+            raise
+        finally:
+            step.seconds = self.clock() - started
+            self.steps.append(step)
+            self.report(step)
+
+    def exists(self, path: Path) -> bool:
+        return self.run(commands.exists(path), check=False).exited == 0
+
+    def link(self, target: str | Path, link: Path) -> None:
+        for argv in commands.symlink(target, link):
+            self.run(argv)
+
+    def wait(self, done: Callable[[], bool], seconds: float) -> bool:
+        """Until done() (True), or seconds pass (False)."""
+        deadline = self.clock() + seconds
+        while not done():
+            if self.clock() >= deadline:
+                return False
+            self.sleep(0.2)
+        return True
+
+    def who(self) -> str:
+        """Who acts: user@machine of whoever runs fab, and the SSH user on a host."""
+        ssh_user = getattr(self.target.context, "user", None) if self.target.remote else None
+        return f"{getpass.getuser()}@{socket.gethostname()}" + (f" as {ssh_user}" if ssh_user else "")
+
+    def write_files(self, files: dict[Path, str]) -> dict[Path, str | None]:
+        """Writes the files; returns the earlier content of each one that changed (None: it was new)."""
+        earlier = {}
+        for path, text in files.items():
+            before = self.target.read(path)
+            if before != text:
+                self.target.write(path, text)
+                earlier[path] = before
+        return earlier
+
+    def restore(self, earlier: dict[Path, str | None]) -> None:
+        """Puts back what write_files replaced, and removes what it made."""
+        for path, text in earlier.items():
+            if text is None:
+                self.run(commands.remove(path))
+            else:
+                self.target.write(path, text)

@@ -1,0 +1,177 @@
+"""The blue/green cutover: make a release live without failing a request.
+
+Start the idle color on the release, wait until its /readyz answers 200 over its own socket and
+the smoke query answers as expected, point nginx at it (nginx -t, graceful reload, old workers
+drained), verify through nginx, then stop the old color gracefully. If the new color never gets
+ready it is stopped and nothing else changes: the old color keeps serving. A release that is
+already live is only brought back where it is not running (after `fab stop`, or a reboot).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from deploy import commands, state
+from deploy.context import Context, DeployError, Step
+from deploy.layout import COLORS
+from deploy.render import App, render
+from deploy.state import Release
+from deploy.target import CommandFailed
+
+STOPPED = ("STOPPED", "EXITED", "FATAL", "DOWN")
+
+
+def configs(ctx: Context, app: App, live: str) -> dict[str, dict[Path, str]]:
+    """The target's config files for a live color, by who reads them: "nginx", and "programs"
+    (supervisor's or systemd's). Not the release's own gunicorn.conf.py, nor the host's boot
+    files (provision writes those)."""
+    grouped: dict[str, dict[Path, str]] = {"nginx": {}, "programs": {}}
+    for file in render([app], ctx.facts, live):
+        if file.reader in grouped:
+            grouped[file.reader][file.destination] = file.content
+    return grouped
+
+
+def activate(ctx: Context, release: Release, app: App) -> Step:
+    """Make release the live one: start it on the idle color, gate on readiness, switch nginx."""
+    pointers = state.pointers(ctx)
+    with ctx.step("cutover") as step:
+        if pointers.live and pointers.live_release == release.id:
+            step.changed = bring_back(ctx, release, app, pointers.live)
+            step.detail = f"{release.id} is live on {pointers.live}" + (" (started it)" if step.changed else "")
+        else:
+            new = switch(ctx, release, app, pointers)
+            step.changed = True
+            old = f"; {pointers.live_release} on {pointers.live} stopped" if pointers.live else ""
+            step.detail = f"{release.id} live on {new}{old}"
+    return step
+
+
+def bring_back(ctx: Context, release: Release, app: App, live: str) -> bool:
+    """The live release runs and nginx serves it; returns whether anything had to be started."""
+    files = configs(ctx, app, live)
+    started = ctx.programs.ensure(files["programs"], idle=[], live=live)
+    program = ctx.programs.status(live)
+    if program.state not in ("RUNNING", "STARTING"):
+        start(ctx, live, release)
+        started = True
+    elif program.state == "STARTING" or started:
+        wait_ready(ctx, live, release)
+        wait_running(ctx, live)
+    return bool(ctx.nginx.ensure(files["nginx"])) or started
+
+
+def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -> str:
+    """Start release on the idle color, point nginx at it once ready, stop the old color; returns
+    the new live color."""
+    layout, live = ctx.layout, pointers.live
+    new = next(c for c in COLORS if c != live) if live else COLORS[0]
+    if ctx.programs.status(new).state not in STOPPED:
+        ctx.programs.stop(new)
+    ctx.link(f"releases/{release.id}", layout.release(new))
+    # Every color but the live one is idle: both of them on a first deploy.
+    ctx.programs.ensure(configs(ctx, app, live or new)["programs"], idle=[c for c in COLORS if c != live],
+                        live=live or new)
+    start(ctx, new, release)
+    try:
+        ctx.nginx.ensure(configs(ctx, app, new)["nginx"])
+        verify(ctx)
+    except (DeployError, CommandFailed) as exc:
+        if live:  # nginx back to the old color first (its files were written; it may have reloaded)
+            # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
+            with contextlib.suppress(DeployError, CommandFailed):
+                ctx.nginx.ensure(configs(ctx, app, live)["nginx"])
+        ctx.programs.stop(new)
+        serving = f"{pointers.live_release} on {live} still serves" if live else "nothing was serving"
+        raise DeployError(f"{exc}\nthe release {release.id} was not activated ({new} is stopped); "
+                          f"{serving}") from None
+    ctx.link(new, layout.current)
+    if live:
+        ctx.programs.stop(live)
+        # The old color's program is stopped now: its autostart can change without a restart.
+        ctx.programs.ensure(configs(ctx, app, new)["programs"], idle=[live], live=new)
+    return new
+
+
+def start(ctx: Context, color: str, release: Release) -> None:
+    """Start a color's program and wait until it is ready; if it is not, stop it and say why."""
+    programs = ctx.programs
+    mark = programs.log_mark(color)
+    try:
+        problem = programs.start(color)
+        if problem:
+            raise DeployError(f"{programs.name(color)} did not start: {problem}")
+        wait_ready(ctx, color, release)
+        wait_running(ctx, color)
+    except DeployError as exc:
+        programs.stop(color)
+        raise DeployError(f"{exc}\nthe release {release.id} was not activated; what was serving still is.\n"
+                          f"last lines of {programs.log_name(color)}:\n{programs.log_since(color, mark)}") from None
+
+
+def wait_running(ctx: Context, color: str) -> None:
+    """Until the process manager counts the program as started (RUNNING: up for its startsecs)."""
+    if not ctx.wait(lambda: ctx.programs.status(color).state == "RUNNING", 30):
+        raise DeployError(f"{ctx.programs.name(color)} answered but did not stay up "
+                          f"(supervisor says {ctx.programs.status(color).state})")
+
+
+def wait_ready(ctx: Context, color: str, release: Release) -> None:
+    """Until the color answers /readyz with 200 over its socket and the smoke query as expected."""
+    name = ctx.programs.name(color)
+    timeout = ctx.settings.deploy.ready_timeout
+    deadline = ctx.clock() + timeout
+    smoke = ctx.settings.deploy.smoke_path
+    paths = ["/readyz"] + ([smoke] if smoke else [])
+    while True:
+        answers = ask(ctx, paths, wait=max(0.0, min(5.0, deadline - ctx.clock())), color=color)
+        if answers[0]["status"] == 200:
+            break
+        state_now = ctx.programs.status(color).state
+        if state_now in STOPPED:
+            raise DeployError(f"{name} stopped before it was ready ({state_now})")
+        if ctx.clock() >= deadline:
+            raise DeployError(f"{name} did not answer /readyz with 200 within {timeout} s "
+                              f"([deploy] ready_timeout); last answer: {answers[0]['status']} {said(answers[0], 300)}")
+    if smoke:
+        problem = smoke_problem(answers[1], release)
+        if problem:
+            raise DeployError(f"{name} is ready but the smoke query failed: GET {smoke}: {problem}")
+
+
+def verify(ctx: Context) -> str:
+    """nginx answers /readyz with 200 on the site's port."""
+    answer = ask(ctx, ["/readyz"], wait=10)[0]
+    address, port = ctx.site_address
+    where = f"{'https' if ctx.tls else 'http'}://{address}:{port}{answer['path']}"
+    if answer["status"] != 200:
+        raise DeployError(f"nginx answered {where} with {answer['status']} {said(answer, 200)}")
+    return f"{where} 200 (asked on {ctx.target.name})"
+
+
+def ask(ctx: Context, paths: list[str], wait: float = 0, color: str | None = None) -> list[dict]:
+    """Answers of gunicorn (a color's socket) or, without a color, of nginx, asked on the target."""
+    if color:
+        argv = commands.probe(ctx.python, paths=paths, socket=ctx.layout.socket(color), wait=wait)
+    else:  # the site as clients see it: its prefix, its first name, HTTPS if it has it
+        address, port = ctx.site_address
+        argv = commands.probe(ctx.python, paths=[ctx.settings.nginx.prefix + p for p in paths], address=address,
+                              port=port, tls=ctx.tls, host=ctx.settings.nginx.server_names[0], wait=wait)
+    return commands.parse_probe(ctx.run(argv, timeout=wait + 60).stdout)
+
+
+def said(answer: dict, limit: int | None = None) -> str:
+    """What an answer said: its body, or why there was none."""
+    return (answer.get("body") or answer.get("error", "")).strip()[:limit]
+
+
+def smoke_problem(answer: dict, release: Release) -> str:
+    """What is wrong with the smoke query's answer ("" when nothing)."""
+    if answer["status"] != 200:
+        return f"{answer['status']} {said(answer, 300)}"
+    with contextlib.suppress(ValueError):
+        body = json.loads(answer["body"])
+        if isinstance(body, dict) and "sha256" in body and not body["sha256"].startswith(release.model):
+            return f"it serves model {body.get('version')}, not the deployed {release.model_version}"
+    return ""

@@ -1,0 +1,112 @@
+"""nginx on a target: its files written, tested with nginx -t, enabled, reloaded gracefully, or put back.
+
+The local target runs its own nginx (as the user, with the rendered nginx.conf); a host's is its
+system service. A new configuration never reaches a running nginx unless nginx -t passes it.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from deploy import commands
+from deploy.context import Context, DeployError
+
+
+class Nginx:
+    def __init__(self, ctx: Context):
+        self.ctx, self.layout = ctx, ctx.layout
+
+    @functools.cached_property
+    def binary(self) -> str:
+        """nginx's path on the target ("nginx" when it is not installed: see installed)."""
+        return self.ctx.run(commands.locate(), check=False).stdout.strip() or "nginx"
+
+    @property
+    def installed(self) -> bool:
+        return self.binary != "nginx"
+
+    def look_again(self) -> None:
+        """Forget where nginx was (after installing it)."""
+        self.__dict__.pop("binary", None)
+
+    def command(self, *args: str) -> list[str]:
+        return commands.nginx(self.layout, self.binary, *args)
+
+    def pid(self) -> int | None:
+        """The master's pid, when it runs."""
+        text = (self.ctx.target.read(self.layout.nginx_pid_file) or "").strip()
+        if text.isdigit() and self.ctx.run(commands.alive(int(text)), check=False).exited == 0:
+            return int(text)
+        return None
+
+    def test(self) -> None:
+        result = self.ctx.run(self.command("-t", "-q"), check=False)
+        if result.exited != 0:
+            raise DeployError(f"nginx -t refused the new configuration:\n{(result.stdout + result.stderr).strip()}")
+
+    def reload_if_running(self) -> None:
+        if self.pid():
+            self.ctx.run(self.command("-s", "reload"))
+
+    def enable_sites(self, files: dict[Path, str]) -> dict[Path, str | None]:
+        """Debian's nginx reads sites-enabled: a link to each site file; returns the new links (as
+        write_files does: None, so restore removes them)."""
+        made = {}
+        for path in files:
+            link = self.layout.nginx_enabled / path.name if path.parent == self.layout.nginx_sites else None
+            if link and not self.ctx.exists(link):
+                self.ctx.link(path, link)
+                made[link] = None
+        return made
+
+    def ensure(self, files: dict[Path, str]) -> str:
+        """nginx runs with these files: checked with nginx -t first (the old files are put back if it
+        fails), then started, or reloaded gracefully, waiting until the old workers have finished
+        their requests. Returns "started", "reloaded" or "" (nothing changed)."""
+        ctx = self.ctx
+        earlier = ctx.write_files(files)
+        if self.layout.nginx_enabled:
+            earlier.update(self.enable_sites(files))
+        try:
+            self.test()
+        except DeployError:
+            ctx.restore(earlier)
+            raise
+        master = self.pid()
+        if master is None:
+            self.start(earlier)
+            return "started"
+        if not earlier:
+            return ""
+        self.reload(master)
+        return "reloaded"
+
+    def start(self, earlier: dict[Path, str | None]) -> None:
+        """Start nginx; if it does not, put back the files (earlier) and say why."""
+        ctx = self.ctx
+        result = ctx.run(commands.nginx_start(self.layout, self.binary, ctx.facts.systemd), check=False, timeout=120)
+        if result.exited != 0 or not ctx.wait(lambda: self.pid() is not None, 10):
+            ctx.restore(earlier)
+            said = "\n".join(dict.fromkeys((result.stdout + result.stderr).strip().splitlines()))  # it retries
+            setting = "[local] port" if self.layout.nginx_conf else "[nginx] port or address"
+            fix = (f"\nanother program listens on {self.layout.http_listen}: stop it, or set {setting} in "
+                   "deploy.toml" if "Address already in use" in said else "")
+            raise DeployError(f"nginx did not start:\n{said}{fix}")
+
+    def reload(self, master: int) -> None:
+        """A graceful reload: new workers take new connections, the old ones finish theirs first."""
+        ctx = self.ctx
+        old_workers = ctx.run(commands.children(master), check=False).stdout.split()
+        ctx.run(self.command("-s", "reload"))
+        timeout = ctx.settings.gunicorn.timeout + 10
+        gone = lambda: not set(old_workers) & set(ctx.run(commands.children(master), check=False).stdout.split())
+        if not ctx.wait(gone, timeout):
+            raise DeployError(f"nginx's old workers ({', '.join(old_workers)}) did not finish within {timeout} s "
+                              "after the reload")
+
+    def stop_own(self) -> list[int]:
+        """Stop the local target's own nginx (a host's serves more than this app: left alone)."""
+        master = self.pid() if self.layout.nginx_conf else None
+        if master:
+            self.ctx.run(self.command("-s", "quit"), check=False)
+        return [master] if master else []

@@ -1,0 +1,222 @@
+"""A release's parts, each an `ensure_*` step that looks first and changes only what is missing:
+prerequisites, directories, secrets, the model, the Python environment, the release itself; and
+prune, which removes what no kept release uses.
+
+On the target (everything under the layout's root):
+
+    releases/<time>-<rev>/   the app's files at a git revision, its gunicorn.conf.py, release.json,
+                             venv -> ../../venvs/<lock>, model -> ../../models/<checksum>
+    venvs/<key>/             one Python environment per dependency lock (and Python, architecture)
+    models/<checksum>/       one copy of each model artifact
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from deploy import commands, state
+from deploy.context import Context, DeployError, Step, now
+from deploy.render import App, render_gunicorn_conf
+from deploy.source import LOCK_FILE, Model, Source, digest
+from deploy.state import Release
+from deploy.target import CommandFailed
+
+
+def ensure_prerequisites(ctx: Context) -> None:
+    """A host is provisioned; the local target has python3 with venv, and nginx (installed with apt
+    when root or passwordless sudo allows it)."""
+    with ctx.step("prerequisites") as step:
+        if ctx.layout.needs_provision:
+            check_provisioned(ctx, step)
+            return
+        if ctx.run(commands.python_has_venv(ctx.python), check=False).exited != 0:
+            raise DeployError(f"python3 with venv is missing on {ctx.target.name}: install it with "
+                              "`sudo apt-get install -y python3-venv`, then deploy again")
+        if not ctx.nginx.installed:
+            install_nginx(ctx)
+            step.changed = True
+        step.detail = f"nginx {ctx.nginx.binary}" + (" (installed with apt)" if step.changed else "") + f", {ctx.python}"
+
+
+def install_nginx(ctx: Context) -> None:
+    if ctx.run(commands.user_id()).stdout.strip() == "0":
+        sudo = False
+    elif ctx.run(commands.passwordless_sudo(), check=False).exited == 0:
+        sudo = True
+    else:
+        raise DeployError(f"nginx is not installed on {ctx.target.name}: install it with "
+                          "`sudo apt-get install -y nginx`, then deploy again")
+    if ctx.run(commands.apt_get("install", "nginx", sudo=sudo), check=False, timeout=900).exited != 0:
+        ctx.run(commands.apt_get("update", sudo=sudo), timeout=900)
+        ctx.run(commands.apt_get("install", "nginx", sudo=sudo), timeout=900)
+    ctx.nginx.look_again()
+
+
+def check_provisioned(ctx: Context, step: Step) -> None:
+    """A host has what `fab provision` installs: the app's user, nginx, supervisor, python3 with venv."""
+    ctx.programs.check()
+    layout = ctx.layout
+    missing = ctx.run(commands.missing_for_deploy(layout.user, ctx.python, layout.nginx_group,
+                                                  layout.process_manager)).stdout.splitlines()
+    if not ctx.nginx.installed:
+        missing.append("nginx")
+    if missing:
+        raise DeployError(f"{ctx.target.name} is not provisioned ({', '.join(missing)} missing): run "
+                          f"fab -H {ctx.target.name} provision, then deploy again")
+    step.detail = f"provisioned: user {layout.user}, {ctx.nginx.binary}, {layout.process_manager}, {ctx.python}"
+
+
+def ensure_directories(ctx: Context) -> None:
+    layout = ctx.layout
+    with ctx.step("directories") as step:
+        made, fixed = commands.parse_ensure_directories(ctx.run(commands.ensure_directories(layout.directories)).stdout)
+        step.changed = bool(made or fixed)
+        step.detail = "; ".join(part for part in (
+            f"made {len(made)} ({', '.join(made[:3])}{', ...' if len(made) > 3 else ''})" if made else "",
+            f"set owner and mode of {', '.join(fixed)}" if fixed else "") if part) or (
+            f"all there under {layout.host_root or layout.root}")
+
+
+def merge_secrets(current: str, names: list[str], environ: dict) -> tuple[str, list[str], list[str]]:
+    """The env file's new text, the secrets made up for it, and those missing.
+
+    A value comes from the environment `fab` runs in, else stays as it is in the file; a missing
+    FLASK_SECRET_KEY is made up (random); any other is missing. Lines of the file beyond the
+    names are kept."""
+    wanted, made, missing = {}, [], []
+    for line in current.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            wanted[name.strip()] = value.strip()
+    for name in names:
+        if environ.get(name):
+            wanted[name] = environ[name]
+        elif not wanted.get(name):
+            if name == "FLASK_SECRET_KEY":
+                wanted[name] = secrets.token_hex(32)
+                made.append(name)
+            else:
+                missing.append(name)
+    return "".join(f"{name}={value}\n" for name, value in sorted(wanted.items())), made, missing
+
+
+def ensure_secrets(ctx: Context, environ: dict) -> str:
+    """The env file holds a value for every secret; returns a digest of it (part of the release identity)."""
+    path, owner = ctx.layout.env_file, ctx.layout.secrets_owner
+    with ctx.step("secrets") as step:
+        text, made, missing = merge_secrets(ctx.target.read(path) or "", ctx.settings.app.secrets, environ)
+        if missing:
+            raise DeployError(f"secret {missing[0]} has no value on {ctx.target.name}: give it once, in the "
+                              f"environment of the deploy ({missing[0]}=... fab deploy); it is kept in {path}")
+        step.changed = ctx.target.write(path, text, mode=0o600, owner=owner)
+        if not step.changed:  # a file written by hand keeps its content, not a looser mode or owner
+            ctx.run(commands.restrict(path, 0o600, owner))
+        names = ", ".join(ctx.settings.app.secrets) or "none"
+        step.detail = (f"{path} ({names}; made {', '.join(made)})" if made else
+                       f"{path} updated ({names})" if step.changed else f"{path} ({names})")
+    return digest(text)
+
+
+def unpack(ctx: Context, tar: Path, destination: Path) -> None:
+    """A tar file from this machine, unpacked at destination on the target (all or nothing)."""
+    partial = destination.with_name(f".{destination.name}.partial")
+    ctx.run(commands.remove(partial))
+    ctx.run(commands.make_directory(partial))
+    with ctx.target.staged(tar) as staged:
+        ctx.run(commands.tar_extract(staged, partial))
+    ctx.run(commands.move(partial, destination))
+
+
+def ensure_model(ctx: Context, model: Model, scratch: Path) -> str:
+    """The model artifact stored once on the target, named by its checksum."""
+    key = model.sha256[:16]
+    stored = ctx.layout.models / key
+    with ctx.step("model") as step:
+        step.detail = f"{model.version} ({model.size_mb} MB) in {stored}"
+        if ctx.exists(stored / "manifest.json"):
+            return key
+        tar = scratch / "model.tar"
+        ctx.local.run(commands.tar_create(tar, model.path))
+        unpack(ctx, tar, stored)
+        step.changed = True
+    return key
+
+
+def ensure_venv(ctx: Context, source: Source) -> str:
+    """A Python environment for the dependency lock; reused while the lock (and Python) stay the same."""
+    key = digest(source.lock, ctx.facts.python_version, ctx.facts.architecture)
+    venv = ctx.layout.venvs / key
+    done = venv / ".complete"
+    with ctx.step("python") as step:
+        step.detail = f"{venv} ({LOCK_FILE} unchanged, pip skipped)"
+        if ctx.exists(done):
+            return key
+        # Made in its final place (a venv's scripts name their path), finished when .complete exists.
+        ctx.run(commands.remove(venv))
+        try:
+            ctx.run(commands.make_venv(ctx.python, venv))
+        except CommandFailed as exc:
+            raise DeployError(f"cannot make a Python environment on {ctx.target.name}: {exc}\n"
+                              "install python3-venv (apt-get install python3-venv) and deploy again") from None
+        ctx.target.write(venv / LOCK_FILE, source.lock)
+        try:
+            ctx.run(commands.pip_install(venv, venv / LOCK_FILE), timeout=1800)
+        except CommandFailed as exc:
+            raise DeployError(f"pip could not install {LOCK_FILE} on {ctx.target.name}: {exc}") from None
+        ctx.run(commands.touch(done))
+        step.changed = True
+        step.detail = f"{venv} (installed {LOCK_FILE})"
+    return key
+
+
+def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Model, model_key: str,
+                   secrets_digest: str, scratch: Path) -> Release:
+    """The release for this revision, environment, model and settings: found, or made."""
+    gunicorn_conf = render_gunicorn_conf(app)
+    settings = {k: vars(v) for k, v in vars(ctx.settings).items() if k != "source"}
+    identity = digest(source.tree, venv, model_key, settings, secrets_digest)
+    with ctx.step("release") as step:
+        for release in state.releases(ctx):
+            if release.identity == identity:
+                step.detail = f"{release.id} (already made: same code, environment, model and settings)"
+                return release
+        release = Release(
+            id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{source.label}",
+            revision=source.label, identity=identity, venv=venv, model=model_key, model_version=model.version,
+            workers=app.plan.workers, explanation=app.plan.explanation, created=now())
+        path = ctx.layout.releases / release.id
+        tar = scratch / "release.tar"
+        ctx.local.run(commands.archive(source.checkout, source.commit, tar))
+        unpack(ctx, tar, path)
+        ctx.link(f"../../venvs/{venv}", path / "venv")
+        ctx.link(f"../../models/{model_key}", path / "model")
+        ctx.target.write(path / "gunicorn.conf.py", gunicorn_conf)
+        ctx.target.write(path / "release.json", json.dumps(asdict(release)) + "\n")
+        step.changed = True
+        step.detail = f"{release.id} ({release.workers} workers)"
+    return release
+
+
+def prune(ctx: Context) -> None:
+    """Keep the newest [deploy] keep_releases releases, the ones blue and green run, and the one a
+    rollback would go to; then the environments and models no kept release uses."""
+    root = ctx.layout.root
+    with ctx.step("prune") as step:
+        releases = state.releases(ctx)
+        kept_ids = state.kept(releases, state.pointers(ctx), state.history(ctx), ctx.settings.deploy.keep_releases)
+        kept = [r for r in releases if r.id in kept_ids]
+        removed = {}
+        for kind, used in (("releases", kept_ids), ("venvs", {r.venv for r in kept}),
+                           ("models", {r.model for r in kept})):
+            listing = ctx.run(commands.listing(root / kind), check=False).stdout.split()
+            removed[kind] = [root / kind / name for name in listing if name not in used]
+        paths = [path for found in removed.values() for path in found]
+        if paths:
+            ctx.run(commands.remove(*paths))
+        step.changed = bool(paths)
+        step.detail = (", ".join(f"removed {len(found)} {kind}" for kind, found in removed.items() if found)
+                       if paths else f"{len(kept)} releases kept ([deploy] keep_releases = "
+                                     f"{ctx.settings.deploy.keep_releases})")

@@ -1,0 +1,211 @@
+"""The app's two gunicorn programs (blue and green) under a process manager: supervisor or systemd.
+
+Both managers offer the same operations, so callers never ask which one runs: status, start,
+stop, loading new program files, the logs, and stopping everything for `fab stop`. The local
+target always runs its own supervisord; a host runs the host's supervisor, or systemd units with
+[app] process_manager = "systemd".
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy import commands
+from deploy.context import Context, DeployError
+from deploy.layout import COLORS
+
+LOG_LINES = 20  # of a failed program's log, in the error
+
+
+@dataclass
+class Program:
+    name: str
+    color: str
+    state: str  # supervisor's: RUNNING, STOPPED, STARTING, BACKOFF, FATAL, ...; DOWN without supervisord
+    pid: int | None = None
+    uptime: str = ""
+    release: str | None = None
+
+
+class ProcessManager(ABC):
+    """What both managers share; the subclasses say how."""
+
+    daemon = ""  # the manager's own process, shown by `fab status` ("" when it is the init system)
+    package = ""  # the Debian package (and service) a host needs for it ("": systemd, which every host has)
+
+    def __init__(self, ctx: Context):
+        self.ctx, self.layout = ctx, ctx.layout
+
+    def name(self, color: str) -> str:
+        return commands.program(self.layout, color)
+
+    def check(self) -> None:
+        """Refuses a target this manager cannot run on."""
+
+    def status(self, color: str) -> Program:
+        result = self.ctx.run(commands.program_status(self.layout, color), check=False)
+        return Program(self.name(color), color, *self.parse_status(result.stdout, color))
+
+    def start(self, color: str) -> str:
+        """Start a color's program; returns what went wrong ("" when it started or already ran)."""
+        result = self.ctx.run(commands.programs(self.layout, "start", color), check=False, timeout=300)
+        if result.exited != 0 and "already started" not in result.stdout:
+            return (result.stdout + result.stderr).strip()
+        return ""
+
+    def stop(self, *colors: str) -> None:
+        """Stop the colors' gunicorn gracefully (TERM: requests in flight finish first)."""
+        self.ctx.run(commands.programs(self.layout, "stop", *colors), check=False,
+                     timeout=self.ctx.settings.gunicorn.graceful_timeout + 60)
+
+    def stop_all(self) -> list[int]:
+        """Stop both colors (and a manager of the kit's own); returns the pids that are stopping."""
+        pids = [p.pid for p in map(self.status, COLORS) if p.pid]
+        self.stop(*COLORS)
+        return pids
+
+    def log_since(self, color: str, mark: str) -> str:
+        """The last lines a program logged after mark (log_mark's), indented for an error message."""
+        lines = self.ctx.run(self.log_after(color, mark), check=False).stdout.splitlines()[-LOG_LINES:]
+        return "\n".join(f"    {line}" for line in lines) or "    (nothing)"
+
+    def log_file(self, color: str) -> Path:
+        return self.layout.log_dir / f"{color}.log"  # gunicorn's and the app's lines: one log
+
+    @abstractmethod
+    def pid(self) -> int | None:
+        """The manager's own daemon's pid (None: not running, or none of its own)."""
+
+    @abstractmethod
+    def parse_status(self, output: str, color: str) -> tuple[str, int | None, str]:
+        """(state in supervisor's words, pid, uptime) from program_status's output."""
+
+    @abstractmethod
+    def ensure(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
+        """The manager runs with these program files; returns whether anything changed."""
+
+    @abstractmethod
+    def log_name(self, color: str) -> str:
+        """Where a program's log is, for people."""
+
+    @abstractmethod
+    def log_mark(self, color: str) -> str:
+        """Where a program's log ends now (log_after takes it)."""
+
+    @abstractmethod
+    def log_after(self, color: str, mark: str) -> list[str]:
+        """The command that prints what a program logged after mark."""
+
+    @abstractmethod
+    def log_command(self, color: str, lines: int, follow: bool) -> list[str] | None:
+        """The command that shows a program's last lines (None: its log is a file to tail)."""
+
+
+class Supervisor(ProcessManager):
+    """supervisord: the local target's own (started by the deploy) or the host's service."""
+
+    daemon = "supervisord"
+    package = "supervisor"
+
+    def pid(self) -> int | None:
+        result = self.ctx.run(commands.supervisorctl(self.layout, "pid"), check=False)
+        return commands.parse_supervisord_pid(result.stdout) if result.exited == 0 else None
+
+    def parse_status(self, output: str, color: str) -> tuple[str, int | None, str]:
+        return commands.parse_supervisor_status(output, self.name(color))
+
+    def ensure(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
+        """supervisord runs with these program files (it is started if it is down); only the idle
+        colors' programs are updated (updating a running program restarts it). Returns whether
+        anything changed."""
+        ctx = self.ctx
+        earlier = ctx.write_files(files)
+        if self.pid() is None:
+            start = (commands.supervisord_start(self.layout) if self.layout.supervisord_conf
+                     else commands.service(ctx.facts.systemd, "supervisor", "start"))
+            ctx.run(start, timeout=120)
+            if not ctx.wait(lambda: self.pid() is not None, 30):
+                raise DeployError(f"supervisord did not start: see {self.layout.supervisord_log}")
+            return True
+        if idle:
+            reread = ctx.run(commands.supervisorctl(self.layout, "reread"), check=False)
+            if reread.exited != 0 or commands.supervisor_refused(reread.stdout):
+                ctx.restore(earlier)
+                raise DeployError(f"supervisor refused the program files in {self.layout.supervisor_dir} (the old "
+                                  f"ones are back):\n{(reread.stdout + reread.stderr).strip()}")
+            for color in idle:
+                ctx.run(commands.supervisorctl(self.layout, "update", self.name(color)))
+        return bool(earlier)
+
+    def stop_all(self) -> list[int]:
+        """A host's supervisord serves more than this app: only its programs stop. The local
+        target's own supervisord shuts down with them."""
+        daemon = self.pid()
+        if daemon is None:
+            return []
+        if not self.layout.supervisord_conf:
+            return super().stop_all()
+        pids = [daemon, *(p.pid for p in map(self.status, COLORS) if p.pid)]
+        self.ctx.run(commands.supervisorctl(self.layout, "shutdown"), check=False)
+        return pids
+
+    def log_name(self, color: str) -> str:
+        return str(self.log_file(color))
+
+    def log_mark(self, color: str) -> str:
+        """Where a program's log ends now: the log file's size."""
+        out = self.ctx.run(commands.size(self.log_file(color)), check=False).stdout.strip()
+        return out if out.isdigit() else "0"
+
+    def log_after(self, color: str, mark: str) -> list[str]:
+        return commands.tail_bytes(self.log_file(color), int(mark))
+
+    def log_command(self, color: str, lines: int, follow: bool) -> list[str] | None:
+        return None  # the log is a file: `fab logs` tails it with the others
+
+
+class SystemdUnits(ProcessManager):
+    """The template unit's instances <app>@blue and <app>@green; their output is in the journal."""
+
+    def check(self) -> None:
+        facts = self.ctx.facts
+        if not facts.systemd:
+            raise DeployError(f'[app] process_manager = "systemd", but systemd does not run on {self.ctx.target.name} '
+                              f'(PID 1 is {facts.init or "unknown"}): set process_manager = "supervisor"')
+
+    def pid(self) -> int | None:
+        return None  # systemd is PID 1: no daemon of its own to show
+
+    def parse_status(self, output: str, color: str) -> tuple[str, int | None, str]:
+        return commands.parse_unit_status(output)
+
+    def ensure(self, files: dict[Path, str], idle: list[str], live: str) -> bool:
+        """The unit file is loaded (daemon-reload restarts nothing) and only the live color is
+        enabled, to start at boot. Returns whether the unit file changed."""
+        ctx = self.ctx
+        earlier = ctx.write_files(files)
+        if earlier:
+            ctx.run(commands.systemctl("daemon-reload"))
+        for color in COLORS:
+            enabled = ctx.run(commands.systemctl("is-enabled", self.name(color)), check=False)
+            if (enabled.stdout.strip() == "enabled") != (color == live):
+                ctx.run(commands.systemctl("enable" if color == live else "disable", "--quiet", self.name(color)))
+        return bool(earlier)
+
+    def log_name(self, color: str) -> str:
+        return f"journalctl -u {self.name(color)}"
+
+    def log_mark(self, color: str) -> str:
+        """Where a unit's log ends now: the target's time."""
+        return self.ctx.run(commands.now()).stdout.strip()
+
+    def log_after(self, color: str, mark: str) -> list[str]:
+        return commands.journal(self.layout, color, LOG_LINES, since=mark)
+
+    def log_command(self, color: str, lines: int, follow: bool) -> list[str] | None:
+        return commands.journal(self.layout, color, lines, follow)
+
+
+def process_manager(ctx: Context) -> ProcessManager:
+    return SystemdUnits(ctx) if commands.systemd_manager(ctx.layout) else Supervisor(ctx)

@@ -1,0 +1,84 @@
+"""What a target holds: its releases, where blue, green and current point, and the audit log.
+
+The readers run one command each; the decisions made from what they read (which release a
+rollback goes to, which releases prune keeps) are pure functions.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from deploy import commands
+from deploy.context import Context, now
+from deploy.layout import COLORS
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str  # <UTC time>-<revision>: sorts by age
+    revision: str
+    identity: str  # the same code, environment, model, settings and secrets give the same identity
+    venv: str
+    model: str
+    model_version: str
+    workers: int
+    explanation: str
+    created: str
+
+    @classmethod
+    def parse(cls, text: str) -> Release:
+        return cls(**{k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Pointers:
+    live: str | None  # the color current points at
+    release: dict[str, str | None]  # the release id each color points at
+
+    @property
+    def live_release(self) -> str | None:
+        return self.release[self.live] if self.live else None
+
+    @classmethod
+    def parse(cls, links: dict[str, str]) -> Pointers:
+        """From where the links current, blue and green point ("" for a missing link)."""
+        live = links.get("current") if links.get("current") in COLORS else None
+        return cls(live, {color: links.get(color, "").rsplit("/", 1)[-1] or None for color in COLORS})
+
+
+def pointers(ctx: Context) -> Pointers:
+    """Where current, blue and green point, read in one command."""
+    return Pointers.parse(commands.parse_links(ctx.run(commands.read_links(ctx.layout.root)).stdout))
+
+
+def releases(ctx: Context) -> list[Release]:
+    """Every complete release on the target, oldest first."""
+    out = ctx.run(commands.cat_all(ctx.layout.releases, "release.json"), check=False).stdout
+    return sorted((Release.parse(line) for line in out.splitlines() if line.strip()), key=lambda r: r.id)
+
+
+def history(ctx: Context) -> list[dict]:
+    """Every deploy and rollback, oldest first: time, user, action, release, color, result."""
+    text = ctx.target.read(ctx.layout.history) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def record(ctx: Context, action: str, release: str, color: str | None, result: str) -> None:
+    line = json.dumps({"time": now(), "user": ctx.who(),
+                       "action": action, "release": release, "color": color, "result": result})
+    ctx.run(commands.append_line(ctx.layout.history, line))
+
+
+def previous(releases: list[Release], current: str | None, history: list[dict]) -> Release | None:
+    """The newest release older than current that has been live: where a rollback goes."""
+    went_live = {h["release"] for h in history if h["result"] == "ok"}
+    older = [r for r in releases if current and r.id < current and r.id in went_live]
+    return older[-1] if older else None
+
+
+def kept(releases: list[Release], pointers: Pointers, history: list[dict], keep: int) -> set[str]:
+    """The releases prune keeps: the newest `keep`, the ones blue and green run, and the one a
+    rollback would go to."""
+    back = previous(releases, pointers.live_release, history)
+    return ({r.id for r in releases[-keep:]} | {id for id in pointers.release.values() if id}
+            | ({back.id} if back else set()))

@@ -1,0 +1,190 @@
+"""A fake target for unit tests of the deploy's steps: it records every command it is asked to run
+and answers like a small local target would (supervisord with two programs, nginx, the links a
+deploy switches), from state the test can change. No process is started and no time passes but
+the fake clock's, so a branch of the cutover runs in milliseconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+from deploy.commands import PROBE_SOURCE
+from deploy.context import Context
+from deploy.layout import local_layout
+from deploy.settings import check_settings
+from deploy.target import CommandFailed, Result
+
+FACTS = Path(__file__).parent / "data" / "facts" / "debian-12-amd64.txt"
+SUPERVISORD_PID, NGINX_PID = 100, 200
+
+
+class FakeTarget:
+    """Answers commands from its state; `answer(pattern, result)` scripts any other command (the
+    last matching pattern wins; a regex searched in the command as a shell would read it)."""
+
+    remote = False
+    name = "fake"
+    context = None
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.files: dict[Path, str] = {}
+        self.links: dict[Path, str] = {}
+        self.directories: set[Path] = set()
+        self.commands: list[str] = []
+        self.scripted: list[tuple[str, Result]] = []
+        self.now = 0.0
+        self.supervisord = True
+        self.nginx = True
+        self.states = {"blue": "STOPPED", "green": "STOPPED"}
+        self.ready = {"blue": True, "green": True}  # what the color answers /readyz once started
+        self.smoke = {"status": 200, "body": json.dumps({"name": "demo", "version": "v1", "sha256": "abc123"})}
+        self.start_fails: set[str] = set()
+        self.nginx_refuses = ""  # nginx -t's complaint, "" when it passes
+
+    # ---- the Target interface ----------------------------------------------------------------
+
+    def run(self, argv: list[str], *, check: bool = True, timeout: float = 300, **_) -> Result:
+        command = ("probe " + argv[3]) if PROBE_SOURCE in argv else shlex.join(argv)
+        self.commands.append(command)
+        result = next((r for pattern, r in reversed(self.scripted) if re.search(pattern, command)), None)
+        result = result or self.answer_from_state([a for a in argv if a != "--"], command)
+        if check and result.exited != 0:
+            raise CommandFailed(command, result.exited, result.stdout + result.stderr)
+        return result
+
+    def read(self, path: Path) -> str | None:
+        return self.files.get(Path(path))
+
+    def write(self, path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
+        if self.files.get(Path(path)) == text:
+            return False
+        self.files[Path(path)] = text
+        self.commands.append(f"write {path} mode {mode:o}" + (f" owner {owner}" if owner else ""))
+        return True
+
+    @contextlib.contextmanager
+    def staged(self, source):
+        yield Path(source)
+
+    # ---- test helpers ------------------------------------------------------------------------
+
+    def answer(self, pattern: str, stdout: str = "", exited: int = 0, stderr: str = "") -> None:
+        self.scripted.append((pattern, Result(stdout, stderr, exited)))
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def ran(self, pattern: str) -> list[str]:
+        """The commands run so far that match pattern, in order."""
+        return [c for c in self.commands if re.search(pattern, c)]
+
+    def index(self, pattern: str) -> int:
+        """Where the first command matching pattern ran (a large number when none did)."""
+        return next((i for i, c in enumerate(self.commands) if re.search(pattern, c)), 10**9)
+
+    # ---- the small target --------------------------------------------------------------------
+
+    def answer_from_state(self, argv: list[str], command: str) -> Result:
+        ok = Result("", "", 0)
+        name = Path(argv[0]).name
+        if command.startswith("probe "):
+            return self.probe(json.loads(argv[-1]))
+        if name == "supervisorctl":
+            return self.supervisorctl(argv[3:])
+        if any(Path(a).name == "supervisord" for a in argv[:6]):
+            self.supervisord = True
+            return ok
+        if "/usr/sbin/nginx" in argv:
+            return self.nginx_command(argv)
+        if name == "sh" and "readlink" in argv[2]:
+            root = Path(argv[4])
+            return Result("".join(f"{n}={self.links.get(root / n, '')}\n" for n in argv[5:]), "", 0)
+        if name == "sh" and "### nproc" in argv[2]:  # the host facts
+            return Result(FACTS.read_text(), "", 0)
+        if name == "sh" and "command -v nginx" in argv[2]:
+            return Result("/usr/sbin/nginx\n", "", 0)
+        if name == "ln":
+            self.links[Path(argv[3])] = argv[2]
+            return ok
+        if name == "mv" and Path(argv[2]) in self.links:
+            self.links[Path(argv[3])] = self.links.pop(Path(argv[2]))
+            return ok
+        if name == "kill":
+            alive = (int(argv[2]) == NGINX_PID and self.nginx) or int(argv[2]) == SUPERVISORD_PID and self.supervisord
+            return Result("", "", 0 if alive else 1)
+        if name == "mkdir" and "-p" not in argv:  # the lock
+            if Path(argv[1]) in self.directories:
+                return Result("", f"mkdir: cannot create directory '{argv[1]}': File exists", 1)
+            self.directories.add(Path(argv[1]))
+            return ok
+        if name == "rm":
+            for path in map(Path, argv[2:]):
+                self.directories.discard(path)
+                for known in [p for p in self.files if p == path or path in p.parents]:
+                    del self.files[known]
+            return ok
+        if name == "test":
+            path = Path(argv[2])
+            return Result("", "", 0 if path in self.files or path in self.links or path in self.directories else 1)
+        return ok
+
+    def supervisorctl(self, args: list[str]) -> Result:
+        if not self.supervisord:
+            return Result("unix:///fake/supervisor.sock no such file\n", "", 7)
+        action, names = args[0], args[1:]
+        colors = [n.rsplit("-", 1)[1] for n in names]
+        if action == "pid":
+            return Result(f"{SUPERVISORD_PID}\n", "", 0)
+        if action == "status":
+            color = colors[0]
+            pid = "   pid 300, uptime 0:00:09" if self.states[color] == "RUNNING" else ""
+            return Result(f"{names[0]}   {self.states[color]}{pid}\n", "", 0 if self.states[color] == "RUNNING" else 3)
+        if action == "start":
+            color = colors[0]
+            if color in self.start_fails:
+                self.states[color] = "FATAL"
+                return Result(f"{names[0]}: ERROR (spawn error)\n", "", 7)
+            self.states[color] = "RUNNING"
+        if action == "stop":
+            for color in colors:
+                self.states[color] = "STOPPED"
+        if action == "shutdown":
+            self.supervisord = False
+            self.states = dict.fromkeys(self.states, "STOPPED")
+        return Result("", "", 0)
+
+    def nginx_command(self, argv: list[str]) -> Result:
+        if "-t" in argv:
+            return Result("", self.nginx_refuses, 1 if self.nginx_refuses else 0)
+        if argv[-2:] == ["-s", "quit"]:
+            self.nginx = False
+        elif "-s" not in argv:  # started
+            self.nginx = True
+            self.files[self.layout.nginx_pid_file] = f"{NGINX_PID}\n"
+        return Result("", "", 0)
+
+    def probe(self, spec: dict) -> Result:
+        self.now += spec["wait"]
+        color = Path(spec["socket"]).stem if spec["socket"] else None
+        up = self.states[color] == "RUNNING" and self.ready[color] if color else self.nginx
+        first = ({"status": 200, "body": '{"status": "ready"}'} if up else
+                 {"status": 503, "body": '{"status": "loading"}'} if color and self.states[color] == "RUNNING" else
+                 {"status": 0, "error": "FileNotFoundError: no socket"})
+        answers = [{"path": spec["paths"][0], **first}]
+        if first["status"] == 200:
+            answers += [{"path": path, **self.smoke} for path in spec["paths"][1:]]
+        return Result("".join(json.dumps(a) + "\n" for a in answers), "", 0)
+
+
+def fake_context(settings: dict | None = None, **layout_options) -> tuple[Context, FakeTarget]:
+    """A context of the local layout under /home/pi/mh on a fake target, with the fake's clock."""
+    loaded = check_settings({"local": {"root": "/home/pi/mh", "port": 8081}, **(settings or {})})
+    layout = local_layout(loaded, user="pi", group="pi", home=Path("/home/pi"), **layout_options)
+    target = FakeTarget(layout)
+    target.files[layout.nginx_pid_file] = f"{NGINX_PID}\n"
+    ctx = Context(target, loaded, layout, local=target, clock=lambda: target.now, sleep=target.sleep)
+    return ctx, target

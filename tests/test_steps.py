@@ -1,0 +1,268 @@
+"""The deploy's steps against a fake target (tests/fake.py): every branch of the cutover, which
+release a rollback picks, what prune keeps, the secrets merge and the lock, in milliseconds.
+The real end-to-end runs are in test_deploy.py (this machine) and test_remote.py (Debian hosts)."""
+from __future__ import annotations
+
+import pytest
+
+from deploy import cutover, deployment, lock, parts, state
+from deploy.context import DeployError
+from deploy.render import App
+from deploy.state import Pointers, Release
+from deploy.workers import WorkerPlan
+from tests.fake import fake_context
+
+OLD, NEW = "20261130T120000-aaaaaaa", "20261201T120000-bbbbbbb"
+
+
+def release(id: str, model: str = "abc123") -> Release:
+    return Release(id=id, revision=id[-7:], identity=id, venv="venv1", model=model, model_version="v1",
+                   workers=2, explanation="2 workers set in deploy.toml", created="2026-12-01T12:00:00Z")
+
+
+def app_of(ctx) -> App:
+    return App(ctx.settings, ctx.layout, WorkerPlan(2, "2 workers set in deploy.toml"))
+
+
+def live_on_blue(ctx, target, release_id: str = OLD) -> None:
+    """The target as a deploy left it: release_id live on blue, blue running, nginx up."""
+    root = ctx.layout.root
+    target.links.update({root / "current": "blue", root / "blue": f"releases/{release_id}"})
+    target.states["blue"] = "RUNNING"
+
+
+@pytest.fixture
+def fake():
+    return fake_context({"deploy": {"ready_timeout": 5}})
+
+
+def test_a_first_deploy_starts_blue_points_nginx_at_it_and_links_current(fake):
+    ctx, target = fake
+    target.nginx = False
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert step.changed and step.detail == f"{NEW} live on blue"
+    assert target.links[ctx.layout.root / "current"] == "blue"
+    assert target.links[ctx.layout.root / "blue"] == f"releases/{NEW}"
+    assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    site = ctx.layout.nginx_sites / "localhost.conf"
+    assert "unix:" + str(ctx.layout.socket("blue")) in target.files[site]
+    # nginx -t before nginx starts, and nginx only once blue answered
+    assert target.index(r"^probe .*blue.sock") < target.index(r"nginx.* -t -q") < target.index(r"/usr/sbin/nginx -p \S+ -c \S+ -e \S+$")
+
+
+def test_a_new_release_goes_to_the_idle_color_and_the_old_one_stops_after_the_switch(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.files[ctx.layout.nginx_sites / "localhost.conf"] = "the old site\n"
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert step.detail == f"{NEW} live on green; {OLD} on blue stopped"
+    assert target.links[ctx.layout.root / "current"] == "green"
+    assert target.states == {"blue": "STOPPED", "green": "RUNNING"}
+    started, reloaded = target.index("start modelhost-green"), target.index(r"nginx.* -s reload")
+    switched, stopped = target.index(r"mv -Tf \S+/.current.partial"), target.index("stop modelhost-blue")
+    assert started < reloaded < switched < stopped
+    # only the idle color's program is updated by supervisor: updating a running one restarts it
+    assert target.ran("update modelhost-") == ["" + c for c in target.ran("update modelhost-green")] + \
+        target.ran("update modelhost-blue")
+    assert target.index("update modelhost-blue") > stopped
+
+
+def test_a_release_that_never_gets_ready_is_stopped_and_nginx_is_not_touched(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.ready["green"] = False
+    site = ctx.layout.nginx_sites / "localhost.conf"
+    target.files[site] = "the old site\n"
+    with pytest.raises(DeployError) as error:
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    message = str(error.value)
+    assert "modelhost-green did not answer /readyz with 200 within 5 s ([deploy] ready_timeout)" in message
+    assert f"the release {NEW} was not activated; what was serving still is" in message
+    assert "last lines of /home/pi/mh/modelhost/log/green.log" in message
+    assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    assert target.links[ctx.layout.root / "current"] == "blue" and target.files[site] == "the old site\n"
+    assert not target.ran(r"nginx.* -s reload") and ctx.steps[-1].failed
+
+
+def test_a_program_that_dies_while_loading_is_reported_at_once(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.start_fails.add("green")
+    with pytest.raises(DeployError, match=r"modelhost-green did not start: modelhost-green: ERROR \(spawn error\)"):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert target.now < 5  # it did not wait for the ready timeout
+
+
+@pytest.mark.parametrize("smoke, problem", [
+    ({"status": 500, "body": "Internal Server Error"}, "GET /api/v1/model: 500 Internal Server Error"),
+    ({"status": 200, "body": '{"version": "old", "sha256": "fff"}'},
+     "GET /api/v1/model: it serves model old, not the deployed v1"),
+])
+def test_a_failed_smoke_query_keeps_the_old_release_serving(fake, smoke, problem):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.smoke = smoke
+    with pytest.raises(DeployError, match="modelhost-green is ready but the smoke query failed: " + problem):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    assert target.links[ctx.layout.root / "current"] == "blue"
+
+
+def test_a_config_nginx_refuses_is_put_back_and_the_new_color_stopped(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    site = ctx.layout.nginx_sites / "localhost.conf"
+    target.files[site] = "the old site\n"
+    target.nginx_refuses = 'nginx: [emerg] unknown directive "proxy_buffering maybe"'
+    with pytest.raises(DeployError) as error:
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert str(error.value).startswith("nginx -t refused the new configuration:\nnginx: [emerg] unknown directive")
+    assert f"the release {NEW} was not activated (green is stopped); {OLD} on blue still serves" in str(error.value)
+    assert target.files[site] == "the old site\n"
+    assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    assert target.links[ctx.layout.root / "current"] == "blue" and not target.ran(r"-s reload")
+
+
+def test_a_stopped_live_release_is_brought_back_without_a_switch(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target, NEW)
+    target.states["blue"], target.supervisord, target.nginx = "STOPPED", False, False
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert step.changed and step.detail == f"{NEW} is live on blue (started it)"
+    assert target.supervisord and target.nginx and target.states["blue"] == "RUNNING"
+    assert not target.ran("modelhost-green")
+
+
+def test_a_running_live_release_changes_nothing(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target, NEW)
+    for file in cutover.configs(ctx, app_of(ctx), "blue").values():
+        target.files.update(file)
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert not step.changed and step.detail == f"{NEW} is live on blue"
+    assert not target.ran(r"start|stop|reload|update")
+
+
+def test_systemd_units_enable_only_the_live_color():
+    ctx, target = fake_context()
+    ctx.layout = ctx.layout.__class__(**{**vars(ctx.layout), "process_manager": "systemd"})
+    target.answer(r"systemctl is-enabled modelhost@blue", "enabled\n")
+    target.answer(r"systemctl is-enabled modelhost@green", "disabled\n", exited=1)
+    assert ctx.programs.ensure({ctx.layout.systemd_dir / "modelhost@.service": "[Unit]\n"}, idle=["blue"],
+                               live="green")
+    assert target.ran("systemctl") == ["systemctl daemon-reload", "systemctl is-enabled modelhost@blue",
+                                       "systemctl disable --quiet modelhost@blue",
+                                       "systemctl is-enabled modelhost@green",
+                                       "systemctl enable --quiet modelhost@green"]
+
+
+# ---- which release a rollback picks, and what prune keeps ---------------------------------------
+
+RELEASES = [release(f"2026120{day}T000000-rev{day:04d}") for day in range(1, 8)]
+IDS = [r.id for r in RELEASES]
+
+
+def went_live(*indexes: int) -> list[dict]:
+    return [{"release": IDS[i], "result": "ok"} for i in indexes]
+
+
+@pytest.mark.parametrize("current, history, expected", [
+    (IDS[4], went_live(1, 2, 4), IDS[2]),  # the newest older one that has been live
+    (IDS[4], went_live(1, 4) + [{"release": IDS[3], "result": "failed"}], IDS[1]),  # never-live ones are skipped
+    (IDS[1], went_live(1, 3), None),  # nothing older has been live
+    (None, went_live(1), None),  # nothing is live
+])
+def test_a_rollback_goes_to_the_newest_older_release_that_has_been_live(current, history, expected):
+    found = state.previous(RELEASES, current, history)
+    assert (found.id if found else None) == expected
+
+
+def test_prune_keeps_the_newest_the_colors_and_the_rollback_target():
+    pointers = Pointers("green", {"blue": IDS[0], "green": IDS[6]})
+    kept = state.kept(RELEASES, pointers, went_live(0, 2, 6), keep=2)
+    assert kept == {IDS[5], IDS[6], IDS[0], IDS[2]}
+
+
+def test_a_rollback_without_an_earlier_live_release_says_so(fake):
+    ctx, target = fake
+    target.answer(r"^find ", "".join(__import__("json").dumps(vars(r)) + "\n" for r in RELEASES[:2]))
+    live_on_blue(ctx, target, IDS[1])
+    with pytest.raises(DeployError, match=f"nothing to roll back to on fake: no release older than {IDS[1]}"):
+        deployment.rollback_target(ctx, None)
+    with pytest.raises(DeployError, match="no release nope on fake; fab releases lists them"):
+        deployment.rollback_target(ctx, "nope")
+    assert deployment.rollback_target(ctx, IDS[0]).id == IDS[0]
+
+
+def test_prune_removes_releases_environments_and_models_no_kept_release_uses(fake):
+    ctx, target = fake
+    old = [release(IDS[0], model="m-old"), *RELEASES[1:4]]
+    target.answer(r"^find ", "".join(__import__("json").dumps(vars(r)) + "\n" for r in old))
+    target.answer(r"^ls -A \S+/releases$", "\n".join(IDS[:4]) + "\n.20261201T000000-x.partial\n")
+    target.answer(r"^ls -A \S+/models$", "m-old\nabc123\n")
+    target.answer(r"^ls -A \S+/venvs$", "venv1\n")
+    live_on_blue(ctx, target, IDS[3])
+    ctx.settings.deploy.keep_releases = 2
+    parts.prune(ctx)
+    root = ctx.layout.root
+    assert target.ran("^rm ") == [f"rm -rf -- {root}/releases/{IDS[0]} {root}/releases/{IDS[1]} "
+                                  f"{root}/releases/.20261201T000000-x.partial {root}/models/m-old"]
+    assert ctx.steps[-1].detail == "removed 3 releases, removed 1 models"
+
+
+# ---- secrets -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("current, environ, text, made, missing", [
+    ("", {}, None, ["FLASK_SECRET_KEY"], ["API_TOKEN"]),
+    ("FLASK_SECRET_KEY=kept\nAPI_TOKEN=t1\n", {}, "API_TOKEN=t1\nFLASK_SECRET_KEY=kept\n", [], []),
+    ("FLASK_SECRET_KEY=kept\nAPI_TOKEN=t1\nOTHER=x\n", {"API_TOKEN": "t2", "UNRELATED": "u"},
+     "API_TOKEN=t2\nFLASK_SECRET_KEY=kept\nOTHER=x\n", [], []),
+    ("# a comment\nFLASK_SECRET_KEY=\nAPI_TOKEN=t1\n", {}, None, ["FLASK_SECRET_KEY"], []),
+])
+def test_secrets_come_from_the_environment_else_the_file_and_a_secret_key_is_made_once(
+        current, environ, text, made, missing):
+    got_text, got_made, got_missing = parts.merge_secrets(current, ["FLASK_SECRET_KEY", "API_TOKEN"], environ)
+    assert (got_made, got_missing) == (made, missing)
+    if text is not None:
+        assert got_text == text
+    if made:
+        assert len(got_text.split("FLASK_SECRET_KEY=")[1].split("\n")[0]) == 64
+
+
+def test_the_secrets_file_is_written_private_and_a_missing_secret_stops_the_deploy(fake):
+    ctx, target = fake
+    parts.ensure_secrets(ctx, {})
+    env_file = ctx.layout.env_file
+    assert target.ran("^write ") == [f"write {env_file} mode 600"]
+    assert parts.ensure_secrets(ctx, {}) == parts.ensure_secrets(ctx, {})  # the same file: the same digest
+    assert target.ran(f"^sh -c 'chmod .* 600 {env_file}")  # a file left as it was still gets its mode
+    ctx.settings.app.secrets = ["FLASK_SECRET_KEY", "API_TOKEN"]
+    with pytest.raises(DeployError, match=rf"secret API_TOKEN has no value on fake: give it once, .* {env_file}"):
+        parts.ensure_secrets(ctx, {})
+    assert ctx.steps[-1].name == "secrets" and ctx.steps[-1].failed
+
+
+# ---- the lock ----------------------------------------------------------------------------------
+
+def test_a_second_deploy_is_refused_naming_the_holder_and_the_lock_goes_with_the_first(fake):
+    ctx, target = fake
+    with lock.locked(ctx, "deploy"):
+        with pytest.raises(lock.DeployLocked, match=r"another deploy is running on fake: deploy by \S+@\S+ \(pid \d+\)"):
+            with lock.locked(ctx, "rollback"):
+                pass
+    assert ctx.layout.lock not in target.directories
+    with lock.locked(ctx, "deploy"):  # free again
+        assert lock.break_lock(ctx).startswith("deploy by ")
+    assert lock.break_lock(ctx) is None
+
+
+def test_a_failed_step_is_reported_with_its_time(fake):
+    ctx, target = fake
+    reported = []
+    ctx.report = reported.append
+    target.now = 10.0
+    with pytest.raises(RuntimeError):
+        with ctx.step("model"):
+            target.now += 2.5
+            raise RuntimeError("boom")
+    assert [(s.name, s.failed, s.seconds) for s in reported] == [("model", True, 2.5)]
