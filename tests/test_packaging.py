@@ -8,16 +8,18 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.servers import ROOT
+from tests.servers import ROOT, app_checkout
 
 GOLDEN = Path(__file__).parent / "golden" / "host-supervisor"
 FACTS = Path(__file__).parent / "data" / "facts" / "ubuntu-24.04-amd64.txt"
 
 
 def test_fab_render_from_an_installed_wheel_gives_the_golden_files(tmp_path):
-    # --no-build-isolation: the test venv's setuptools builds it, with no download.
+    # Built from a copy of the tracked files (setuptools leaves build/ behind), with the test venv's
+    # setuptools (--no-build-isolation: no download).
+    source = app_checkout(tmp_path / "source", (ROOT / "deploy.toml").read_text())
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("modelhost-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {str(p.relative_to(ROOT)) for pattern in ("*/*.j2", "nginx/*.pem") for p in ROOT.glob(pattern)}
