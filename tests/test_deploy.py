@@ -18,7 +18,7 @@ import pytest
 from tests.servers import (FAB, MIN_REQUESTS, ROOT, app_checkout, assert_gone, children, commit_change, fab,
                            free_port, git, needs_nginx, ok, request, steady_load)
 
-pytestmark = needs_nginx
+pytestmark = [needs_nginx, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

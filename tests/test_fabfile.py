@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 
+import pytest
+
 from tests.servers import fab
 
 def test_fab_list_shows_every_task_with_its_help():
@@ -23,6 +25,7 @@ def test_provision_is_refused_without_a_host():
     assert "provision prepares a host: fab -H user@host provision" in result.stderr
 
 
+@pytest.mark.slow
 def test_build_model_skips_a_valid_model_and_rebuilds_a_damaged_one_byte_for_byte(tmp_path, demo_model):
     out = shutil.copytree(demo_model, tmp_path / "model")
     unchanged = fab("build-model", "--out", str(out))

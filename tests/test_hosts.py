@@ -18,7 +18,7 @@ from tests import hosts
 
 ARCH = hosts.arch_under_test()
 MISSING = hosts.missing_requirements(ARCH)
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=MISSING or ""), pytest.mark.slow]
 # Under qemu everything inside a host is several times slower.
 SLOW = 1 if ARCH == "amd64" else 6
 

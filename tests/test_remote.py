@@ -24,7 +24,7 @@ from tests import hosts
 from tests.servers import FAB, MIN_REQUESTS, ROOT, app_checkout, commit_change, fab, git, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
 
 APP = "modelhost"
 STEPS = re.compile(r"^  ([\w ]+?) +(changed|unchanged) +[\d.]+ s", re.M)
