@@ -19,8 +19,8 @@ from fabric import task
 from invoke import Context
 from invoke.exceptions import Exit
 
-from deploy import deployment, lock, settings as deploy_settings, state
-from deploy.context import Context, DeployError, Step
+from deploy import context, deployment, lock, settings as deploy_settings, state
+from deploy.context import DeployError, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import README_TITLE, RenderError, plan_app, render as render_files, standalone_gunicorn_conf
@@ -158,20 +158,20 @@ def print_step(step: Step) -> None:
     print(f"  {step.name:<14}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
 
 
-def target_context(c, settings_file: str | None) -> Context:
+def target_context(c, settings_file: str | None) -> context.Context:
     """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
     user is not root), or this machine."""
     settings = deploy_settings.load(settings_file or default_settings())
     if remote(c):
-        return Context(Target(c, root=True), settings, system_layout(settings), report=print_step)
-    return Context(Target(c), settings, local_layout(settings), report=print_step)
+        return context.Context(Target(c, root=True), settings, system_layout(settings), report=print_step)
+    return context.Context(Target(c), settings, local_layout(settings), report=print_step)
 
 
-def where(d: Context) -> str:
+def where(d: context.Context) -> str:
     return f"{d.target.name} ({d.layout.root})" if d.target.remote else f"{d.layout.host_root} (this machine)"
 
 
-def summary(d: Context, started: float) -> str:
+def summary(d: context.Context, started: float) -> str:
     changed = sum(step.changed for step in d.steps)
     return f"{changed} of {len(d.steps)} steps changed something, {time.monotonic() - started:.1f} s"
 
@@ -205,7 +205,7 @@ def provision(c, settings=None):
     print(f"{d.target.name} is ready for fab deploy: {summary(d, started)}")
 
 
-def unlock(d: Context) -> None:
+def unlock(d: context.Context) -> None:
     holder = lock.break_lock(d)
     print(f"removed the deploy lock on {d.target.name}" + (f" ({holder})" if holder else " (there was none)"))
 

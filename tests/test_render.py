@@ -241,6 +241,17 @@ def test_fab_render_writes_a_reproducible_tree_and_refuses_to_overwrite_other_fi
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
+@needs_nginx
+def test_fab_render_check_runs_the_real_tools_through_fab(tmp_path):
+    settings = tmp_path / "deploy.toml"
+    settings.write_text('[model]\nsize_mb = 50\n[local]\nroot = "%s"\n' % (tmp_path / "prefix"))
+    fab = [str(Path(sys.executable).parent / "fab"), "-r", str(ROOT), "render", "--settings", str(settings),
+           "--facts", str(FACTS / "debian-12-amd64.txt"), "--check", "--out", str(tmp_path / "out")]
+    result = subprocess.run(fab, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "checked: nginx -t" in result.stdout and "checked: gunicorn --check-config" in result.stdout
+
+
 def test_fab_render_stops_on_bad_settings_before_writing(tmp_path):
     settings = tmp_path / "deploy.toml"
     settings.write_text("[gunicorn]\nworkers = 0\n")
