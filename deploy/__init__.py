@@ -1,2 +1,4 @@
-"""modelhost's deploy library: settings, host facts, gunicorn settings, rendering, validation and
-the one place that runs commands on a host. The Fabric tasks in fabfile.py are its only caller."""
+"""modelhost's deploy library: settings, host facts, the worker rule, rendering, validation, the
+steps of a deploy (one module each; deploy/deployment.py composes them), the commands they run
+(deploy/commands/) and the one place that runs them (deploy/target.py). The Fabric tasks in
+fabfile.py are its only caller; README.md's Architecture section maps the modules."""
