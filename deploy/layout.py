@@ -57,6 +57,7 @@ class Layout:
     directories: tuple[Directory, ...] = ()  # every directory the target needs, with owners and modes
     nginx_enabled: Path | None = None  # where Debian's nginx reads sites from: links to nginx_sites
     tmpfiles_dir: Path | None = None  # a host's systemd-tmpfiles.d: the socket directory at boot
+    supervisor_defaults: Path | None = None  # sourced by a host's /etc/init.d/supervisor before it starts
     host_root: Path | None = None  # local target only: nginx's and supervisord's own files
     nginx_conf: Path | None = None  # local target only: the nginx.conf its own nginx runs with
     supervisord_conf: Path | None = None  # local target only: its own supervisord's configuration
@@ -133,7 +134,8 @@ class Layout:
         def move(path: Path) -> Path:
             return under / str(path).lstrip("/")
 
-        moved = {name: move(value) for name, value in vars(self).items() if isinstance(value, Path) and name != "run_dir"}
+        moved = {name: move(value) for name, value in vars(self).items()
+                 if isinstance(value, Path) and name != "run_dir"}
         return replace(self, user=user, nginx_group=group, nginx_logs=tuple(map(move, self.nginx_logs)),
                        directories=tuple(replace(d, path=move(d.path)) for d in self.directories), **moved)
 
@@ -167,12 +169,13 @@ def system_layout(settings) -> Layout:
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
         home=root, user=app, nginx_group="www-data",
         http_listen=listen(settings.nginx.address, settings.nginx.port),
-        tls_listen=listen(settings.nginx.address, settings.nginx.tls_port), process_manager=settings.app.process_manager,
+        tls_listen=listen(settings.nginx.address, settings.nginx.tls_port),
+        process_manager=settings.app.process_manager,
         base=Path("/"), nginx_host_file=nginx / "conf.d" / "modelhost.conf", nginx_pid_file=Path("/run/nginx.pid"),
         nginx_logs=(Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")),
         supervisord_log=Path("/var/log/supervisor/supervisord.log"), secrets_owner=app, needs_provision=True,
         too_long_fix="use a shorter [app] name", directories=directories, nginx_enabled=nginx / "sites-enabled",
-        tmpfiles_dir=Path("/etc/tmpfiles.d"))
+        tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"))
 
 
 def local_layout(settings, user: str | None = None, group: str | None = None, home: Path | None = None) -> Layout:

@@ -38,7 +38,8 @@ def ensure_prerequisites(ctx: Context) -> None:
         if not ctx.nginx.installed:
             install_nginx(ctx)
             step.changed = True
-        step.detail = f"nginx {ctx.nginx.binary}" + (" (installed with apt)" if step.changed else "") + f", {ctx.python}"
+        installed = " (installed with apt)" if step.changed else ""
+        step.detail = f"nginx {ctx.nginx.binary}{installed}, {ctx.python}"
 
 
 def install_nginx(ctx: Context) -> None:

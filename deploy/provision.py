@@ -13,8 +13,6 @@ and costs a handful of quick commands (no `apt-get update` unless a package is m
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from deploy import commands
 from deploy.context import Context, DeployError
 from deploy.parts import ensure_directories
@@ -24,7 +22,6 @@ from deploy.target import CommandFailed
 PACKAGES = ["nginx", "supervisor", "python3-venv", "procps"]
 SERVICES = ["nginx", "supervisor"]  # supervisor only when it runs the app ([app] process_manager)
 NOLOGIN = "/usr/sbin/nologin"
-SUPERVISOR_DEFAULTS = Path("/etc/default/supervisor")  # sourced by /etc/init.d/supervisor before it starts
 
 
 def provision(ctx: Context) -> None:
@@ -96,11 +93,11 @@ def ensure_boot(ctx: Context) -> None:
             return
         line = (f"install -d -o {layout.user} -g {layout.nginx_group} -m 0750 {layout.run_dir}"
                 f"  # modelhost: {layout.app}'s sockets (/run is emptied at boot)")
-        current = ctx.target.read(SUPERVISOR_DEFAULTS) or ""
-        step.detail = f"{SUPERVISOR_DEFAULTS} makes {layout.run_dir} before supervisor starts"
+        defaults = layout.supervisor_defaults
+        current = ctx.target.read(defaults) or ""
+        step.detail = f"{defaults} makes {layout.run_dir} before supervisor starts"
         if line not in current.splitlines():
-            ctx.target.write(SUPERVISOR_DEFAULTS, current + ("\n" if current and not current.endswith("\n") else "")
-                             + line + "\n")
+            ctx.target.write(defaults, current + ("\n" if current and not current.endswith("\n") else "") + line + "\n")
             step.changed = True
 
 

@@ -47,7 +47,8 @@ def test_a_first_deploy_starts_blue_points_nginx_at_it_and_links_current(fake):
     site = ctx.layout.nginx_sites / "localhost.conf"
     assert "unix:" + str(ctx.layout.socket("blue")) in target.files[site]
     # nginx -t before nginx starts, and nginx only once blue answered
-    assert target.index(r"^probe .*blue.sock") < target.index(r"nginx.* -t -q") < target.index(r"/usr/sbin/nginx -p \S+ -c \S+ -e \S+$")
+    started = target.index(r"/usr/sbin/nginx -p \S+ -c \S+ -e \S+$")
+    assert target.index(r"^probe .*blue.sock") < target.index(r"nginx.* -t -q") < started
 
 
 def test_a_new_release_goes_to_the_idle_color_and_the_old_one_stops_after_the_switch(fake):
@@ -246,8 +247,9 @@ def test_the_secrets_file_is_written_private_and_a_missing_secret_stops_the_depl
 
 def test_a_second_deploy_is_refused_naming_the_holder_and_the_lock_goes_with_the_first(fake):
     ctx, target = fake
+    holder = r"another deploy is running on fake: deploy by \S+@\S+ \(pid \d+\)"
     with lock.locked(ctx, "deploy"):
-        with pytest.raises(lock.DeployLocked, match=r"another deploy is running on fake: deploy by \S+@\S+ \(pid \d+\)"):
+        with pytest.raises(lock.DeployLocked, match=holder):
             with lock.locked(ctx, "rollback"):
                 pass
     assert ctx.layout.lock not in target.directories
