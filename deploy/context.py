@@ -139,7 +139,7 @@ class Context:
         for path, text in files.items():
             before = self.target.read(path)
             if before != text:
-                self.target.write(path, text)
+                self.target.upload(text.encode("utf-8"), path)
                 earlier[path] = before
         return earlier
 

@@ -70,18 +70,19 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     if ctx.programs.status(new).state not in STOPPED:
         ctx.programs.stop(new)
     ctx.link(f"releases/{release.id}", layout.release(new))
+    after = configs(ctx, app, new)
+    before = configs(ctx, app, live) if live else after
     # Every color but the live one is idle: both of them on a first deploy.
-    ctx.programs.ensure(configs(ctx, app, live or new)["programs"], idle=[c for c in COLORS if c != live],
-                        live=live or new)
+    ctx.programs.ensure(before["programs"], idle=[c for c in COLORS if c != live], live=live or new)
     start(ctx, new, release)
     try:
-        ctx.nginx.ensure(configs(ctx, app, new)["nginx"])
+        ctx.nginx.ensure(after["nginx"])
         verify(ctx)
     except (DeployError, CommandFailed) as exc:
         if live:  # nginx back to the old color first (its files were written; it may have reloaded)
             # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
             with contextlib.suppress(DeployError, CommandFailed):
-                ctx.nginx.ensure(configs(ctx, app, live)["nginx"])
+                ctx.nginx.ensure(before["nginx"])
         ctx.programs.stop(new)
         serving = f"{pointers.live_release} on {live} still serves" if live else "nothing was serving"
         raise DeployError(f"{exc}\nthe release {release.id} was not activated ({new} is stopped); "
@@ -90,7 +91,7 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     if live:
         ctx.programs.stop(live)
         # The old color's program is stopped now: its autostart can change without a restart.
-        ctx.programs.ensure(configs(ctx, app, new)["programs"], idle=[live], live=new)
+        ctx.programs.ensure(after["programs"], idle=[live], live=new)
     return new
 
 

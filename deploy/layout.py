@@ -156,14 +156,7 @@ def system_layout(settings) -> Layout:
     app = settings.app.name
     root, config_dir, run_dir = Path("/srv") / app, Path("/etc") / app, Path("/run") / app
     log_dir, cache_dir, nginx = Path("/var/log") / app, Path("/var/cache/nginx") / app, Path("/etc/nginx")
-    shared = ("root", "root", "755")
-    directories = (
-        Directory(root, *shared), Directory(root / "releases", *shared), Directory(root / "venvs", *shared),
-        Directory(root / "models", *shared), Directory(config_dir, "root", app, "750"),
-        Directory(run_dir, app, "www-data", "750"), Directory(log_dir, "root", "adm", "750"),
-        Directory(cache_dir, "www-data", "www-data", "700"), Directory(nginx / "sites-available", *shared),
-        Directory(nginx / "sites-enabled", *shared), Directory(Path("/etc/supervisor/conf.d"), *shared))
-    return Layout(
+    layout = Layout(
         kind="system", app=app, root=root, config_dir=config_dir, run_dir=run_dir, log_dir=log_dir,
         cache_dir=cache_dir, nginx_dir=nginx, nginx_sites=nginx / "sites-available",
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
@@ -174,8 +167,19 @@ def system_layout(settings) -> Layout:
         base=Path("/"), nginx_host_file=nginx / "conf.d" / "modelhost.conf", nginx_pid_file=Path("/run/nginx.pid"),
         nginx_logs=(Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")),
         supervisord_log=Path("/var/log/supervisor/supervisord.log"), secrets_owner=app, needs_provision=True,
-        too_long_fix="use a shorter [app] name", directories=directories, nginx_enabled=nginx / "sites-enabled",
+        too_long_fix="use a shorter [app] name", nginx_enabled=nginx / "sites-enabled",
         tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"))
+    # The app's user may read its config and make its sockets; nginx (its group) may reach them and
+    # nothing else.
+    shared = ("root", "root", "755")
+    return replace(layout, directories=(
+        Directory(layout.root, *shared), Directory(layout.releases, *shared), Directory(layout.venvs, *shared),
+        Directory(layout.models, *shared), Directory(layout.config_dir, "root", layout.user, "750"),
+        Directory(layout.run_dir, layout.user, layout.nginx_group, "750"),
+        Directory(layout.log_dir, "root", "adm", "750"),
+        Directory(layout.cache_dir, layout.nginx_group, layout.nginx_group, "700"),
+        Directory(layout.nginx_sites, *shared), Directory(layout.nginx_enabled, *shared),
+        Directory(layout.supervisor_dir, *shared)))
 
 
 def local_layout(settings, user: str | None = None, group: str | None = None, home: Path | None = None) -> Layout:
@@ -186,9 +190,7 @@ def local_layout(settings, user: str | None = None, group: str | None = None, ho
                      else settings.local.root)
     root = host_root / settings.app.name
     nginx, supervisor, logs = host_root / "nginx", host_root / "supervisor", host_root / "log"
-    places = (root, root / "releases", root / "venvs", root / "models", root / "etc", root / "run", root / "log",
-              root / "cache", nginx / "sites", supervisor / "conf.d", host_root / "run", logs, nginx / "tmp")
-    return Layout(
+    layout = Layout(
         kind="local", app=settings.app.name, root=root, config_dir=root / "etc", run_dir=root / "run",
         log_dir=root / "log", cache_dir=root / "cache", nginx_dir=nginx, nginx_sites=nginx / "sites",
         supervisor_dir=supervisor / "conf.d", systemd_dir=host_root / "systemd", home=home,
@@ -197,5 +199,8 @@ def local_layout(settings, user: str | None = None, group: str | None = None, ho
         base=host_root, nginx_host_file=nginx / "modelhost.conf", nginx_pid_file=host_root / "run" / "nginx.pid",
         nginx_logs=(logs / "nginx-error.log", logs / "nginx-access.log"), supervisord_log=logs / "supervisord.log",
         secrets_owner=None, needs_provision=False, too_long_fix="set [local] root to a shorter path",
-        directories=tuple(Directory(path) for path in places), host_root=host_root,
-        nginx_conf=nginx / "nginx.conf", supervisord_conf=supervisor / "supervisord.conf")
+        host_root=host_root, nginx_conf=nginx / "nginx.conf", supervisord_conf=supervisor / "supervisord.conf")
+    places = (layout.root, layout.releases, layout.venvs, layout.models, layout.config_dir, layout.run_dir,
+              layout.log_dir, layout.cache_dir, layout.nginx_sites, layout.supervisor_dir, host_root / "run", logs,
+              nginx / "tmp")
+    return replace(layout, directories=tuple(map(Directory, places)))

@@ -108,12 +108,15 @@ def ensure_secrets(ctx: Context, environ: dict) -> str:
     """The env file holds a value for every secret; returns a digest of it (part of the release identity)."""
     path, owner = ctx.layout.env_file, ctx.layout.secrets_owner
     with ctx.step("secrets") as step:
-        text, made, missing = merge_secrets(ctx.target.read(path) or "", ctx.settings.app.secrets, environ)
+        current = ctx.target.read(path)
+        text, made, missing = merge_secrets(current or "", ctx.settings.app.secrets, environ)
         if missing:
             raise DeployError(f"secret {missing[0]} has no value on {ctx.target.name}: give it once, in the "
                               f"environment of the deploy ({missing[0]}=... fab deploy); it is kept in {path}")
-        step.changed = ctx.target.write(path, text, mode=0o600, owner=owner)
-        if not step.changed:  # a file written by hand keeps its content, not a looser mode or owner
+        step.changed = text != current
+        if step.changed:
+            ctx.target.upload(text.encode("utf-8"), path, mode=0o600, owner=owner)
+        else:  # a file written by hand keeps its content, not a looser mode or owner
             ctx.run(commands.restrict(path, 0o600, owner))
         names = ", ".join(ctx.settings.app.secrets) or "none"
         step.detail = (f"{path} ({names}; made {', '.join(made)})" if made else

@@ -62,9 +62,12 @@ class FakeTarget:
     def write(self, path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
         if self.files.get(Path(path)) == text:
             return False
-        self.files[Path(path)] = text
-        self.commands.append(f"write {path} mode {mode:o}" + (f" owner {owner}" if owner else ""))
+        self.upload(text.encode("utf-8"), path, mode, owner)
         return True
+
+    def upload(self, source: bytes, path: Path, mode: int = 0o644, owner: str | None = None) -> None:
+        self.files[Path(path)] = source.decode("utf-8")
+        self.commands.append(f"write {path} mode {mode:o}" + (f" owner {owner}" if owner else ""))
 
     @contextlib.contextmanager
     def staged(self, source):

@@ -17,10 +17,10 @@ from deploy.commands.fs import (append_line, cat, cat_all, ensure_directories, e
                                 read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
                                 tar_extract, temporary_file, touch)
 from deploy.commands.git import archive, changed_files, git, stash_commit
-from deploy.commands.host import (add_system_user, add_to_group, alive, apt_get, children, groups,
+from deploy.commands.host import (CLEAN_PATH, add_system_user, add_to_group, alive, apt_get, children, groups,
                                   make_venv, missing_for_deploy, missing_packages, now, passwd_entry,
                                   passwordless_sudo, pip_install, python_has_venv, service, user_id)
-from deploy.commands.nginx import CLEAN_PATH, clean_env, locate, nginx, nginx_check, nginx_start, self_signed
+from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_signed
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
 from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, gunicorn_check,
                                       journal, parse_supervisor_status, parse_supervisord_pid, parse_unit_status,

@@ -3,16 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.commands.host import service
+from deploy.commands.host import clean_env, service
 from deploy.layout import Layout
-
-# The environment the local target's daemons start with: nothing from the shell that ran `fab`
-# (a FLASK_* variable exported there must not reach the app).
-CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
-
-
-def clean_env(layout: Layout) -> list[str]:
-    return ["env", "-i", f"HOME={layout.home}", f"PATH={CLEAN_PATH}", "LANG=C.UTF-8"]
 
 
 def locate() -> list[str]:

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from deploy.commands.nginx import clean_env
+from deploy.commands.host import clean_env
 from deploy.layout import Layout
 
 TOOLS = Path(sys.executable).parent  # supervisord and supervisorctl of the local target
