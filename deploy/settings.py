@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 SETTINGS_FILE = "deploy.toml"
+# The kit's own entries in a release (venv, model, gunicorn.conf.py, release.json): apart from the app's files.
+KIT_DIR = ".modelhost"
 
 
 class SettingsError(Exception):
@@ -102,7 +104,7 @@ def env_table() -> Check:
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 NAME = matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a name of 2-32 lowercase letters, digits and -, "
                                                  "starting with a letter")
-WSGI = matching(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?", 'a module:callable such as "app:create_app()"')
+WSGI = matching(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?", 'a module:name such as "app:app" or "app:create_app()"')
 ENV_VAR = matching(ENV_NAME.pattern, "an environment variable name (capitals, digits and _)")
 # server_name values: host names or IPv4 addresses; wildcards as nginx allows them (*.example.com).
 HOST = matching(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
@@ -113,6 +115,10 @@ RATE = matching(r"(off|[1-9][0-9]*r/[sm])", '"off" or a rate such as "10r/s" or 
 PREFIX = matching(r"(/[A-Za-z0-9._~-]+)*", 'empty (the app at /) or a path such as "/words" (no trailing /)')
 PATH = matching(r"\S+", "a path")
 OPTIONAL_PATH = matching(r"\S*", 'a path, or "" for the default')
+# A path inside the release: relative, without .. (it must not reach outside the release).
+_RELATIVE = r"(?!/)(?!(.*/)?\.\.(/|$))\S+"
+RELATIVE = matching(_RELATIVE, 'a path inside the release such as "uploads" (not starting with /, no ..)')
+OPTIONAL_RELATIVE = matching(f"({_RELATIVE})?", 'a path inside the release (not starting with /, no ..), or ""')
 ADDRESS = matching(r"([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\])?",
                    '"" (every address), an IPv4 address such as "10.0.0.5", or an IPv6 one in brackets')
 NETWORK = matching(r"[0-9a-fA-F.:]+(/[0-9]{1,3})?|all", 'an address or network such as "127.0.0.1" or "10.0.0.0/8"')
@@ -147,14 +153,24 @@ SETTINGS = [
     Setting("app.process_manager", "supervisor",
             "What keeps gunicorn running on a host: supervisor or a systemd unit. "
             "The local target always runs its own supervisord.", choice("supervisor", "systemd")),
-    Setting("model.path", "var/models/demo",
-            "The model artifact (built by `python -m app.model build`), relative to deploy.toml.", PATH),
+    Setting("app.requirements", "",
+            "The app's dependency file, relative to deploy.toml; \"\" takes the first of requirements.lock, "
+            "requirements.txt and pyproject.toml ([project] dependencies) beside it.", OPTIONAL_PATH),
+    Setting("app.instance_path", "instance",
+            "Flask's instance folder, relative to the release: kept in the data directory, the same for every "
+            'release ("" for none).', OPTIONAL_RELATIVE),
+    Setting("app.shared_paths", (), "More directories of the release the app writes to, relative to it: kept in "
+            "the data directory, the same for every release.", list_of(RELATIVE)),
+    Setting("model.path", "",
+            'A model file or folder, relative to deploy.toml, stored on the target once per checksum ("" for '
+            "none: a model in git ships with the code).", OPTIONAL_PATH),
+    Setting("model.env", "MODEL_PATH", "The environment variable that gives the app the model's path.", ENV_VAR),
     Setting("model.shared", True,
             "The workers share one memory-mapped copy of the model (the reference app does); "
             "false counts the model once per worker.", boolean()),
     Setting("model.size_mb", "auto",
-            "Model memory for the worker rule; auto sums the artifact's files from its manifest.",
-            auto_or(integer(0), "read the manifest")),
+            "Model memory for the worker rule; auto sums the sizes of the model's files.",
+            auto_or(integer(0), "sum the files")),
     Setting("gunicorn.workers", "auto", "Worker processes; an explicit number wins over the rule.",
             auto_or(integer(1), "2 x cores + 1, capped by memory")),
     Setting("gunicorn.worker_class", "gthread",
@@ -182,8 +198,8 @@ SETTINGS = [
     Setting("nginx.client_max_body_size", "2m",
             "Largest request body nginx passes on; keep it above the app's FLASK_MAX_CONTENT_LENGTH "
             "(1 MiB by default) so the app's own JSON 413 reaches clients.", SIZE),
-    Setting("nginx.static_dir", "app/static", "Static files nginx serves itself, relative to the release "
-            '("" to let the app serve them).', OPTIONAL_PATH),
+    Setting("nginx.static_dir", "", "Static files nginx serves itself at <prefix>/static/, relative to the release "
+            '("" lets the app serve them).', OPTIONAL_RELATIVE),
     Setting("nginx.static_max_age", "7d", "How long browsers may cache static files.", TIME),
     Setting("nginx.tls", False, "Serve HTTPS: HTTP redirects to it, except the ACME challenge.", boolean()),
     Setting("nginx.tls_port", 443, "Port for HTTPS.", integer(1, 65535)),
@@ -209,11 +225,20 @@ SETTINGS = [
             list_of(NETWORK)),
     Setting("deploy.keep_releases", 5, "Releases kept on the target for rollback (the live and the previous one "
             "are always kept).", integer(2, 100)),
-    Setting("deploy.ready_timeout", 120, "Seconds a new release gets to answer /readyz with 200 before the deploy "
-            "gives up on it (the old one keeps serving).", integer(5, 3600)),
-    Setting("deploy.smoke_path", "/api/v1/model",
-            "A GET the new release must answer with 200 before it gets traffic (for /api/v1/model the answer must "
-            'also name the deployed model\'s version); "" skips it.', matching(r"(/\S*)?", 'a path such as "/api/v1/model", or ""')),
+    Setting("deploy.ready_timeout", 120, "Seconds a new release gets to become ready (see health_path) before the "
+            "deploy gives up on it (the old one keeps serving).", integer(5, 3600)),
+    Setting("deploy.health_path", "",
+            'A GET that answers 200 once the app is ready (e.g. "/readyz"); "" means ready once GET / answers '
+            "below 500. A 404 fails the deploy at once.", matching(r"(/\S*)?", 'a path such as "/health", or ""')),
+    Setting("deploy.smoke_path", "", 'A GET the new release must answer before it gets traffic; "" for none.',
+            matching(r"(/\S*)?", 'a path such as "/api/v1/model", or ""')),
+    Setting("deploy.smoke_status", 200, "The status the smoke query must answer.", integer(100, 599)),
+    Setting("deploy.smoke_contains", "", "Text the smoke query's answer must contain; {model_version} stands for "
+            "the deployed model's version.", matching(r".*", "text")),
+    Setting("deploy.release_command", "",
+            "A command run once in each new release before it starts (e.g. a migration), as the app, with its "
+            "environment and secrets; if it fails the deploy stops and the old release keeps serving.",
+            matching(r".*", "a shell command")),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
 ]
@@ -271,7 +296,7 @@ def check_settings(data: dict, source: str = SETTINGS_FILE) -> SimpleNamespace:
     for key, value in values.items():
         section, name = key.split(".", 1)
         setattr(sections[section], name, value)
-    return SimpleNamespace(**sections)
+    return SimpleNamespace(**sections, source=None)  # source: the deploy.toml read (load sets it)
 
 
 def size_bytes(size: str) -> int:
@@ -295,6 +320,17 @@ def cross_checks(values: dict) -> list[str]:
         problems.append(f"[nginx] client_max_body_size = {toml_value(body)}: must be at least the app's "
                         f"FLASK_MAX_CONTENT_LENGTH ({app_limit} bytes), or nginx answers 413 with HTML "
                         "before the app can answer with JSON")
+    kept = [p.strip("/") for p in (values["app.instance_path"], *values["app.shared_paths"]) if p]
+    for path in kept:
+        if path.split("/")[0] == KIT_DIR:
+            problems.append(f"{path!r} in [app] instance_path or shared_paths: {KIT_DIR}/ is modelhost's own place "
+                            "in a release")
+        inside = [other for other in kept if other != path and other.startswith(path + "/")]
+        if inside or kept.count(path) > 1:
+            problems.append(f"[app] instance_path and shared_paths name {path!r} "
+                            f"{'more than once' if not inside else 'and ' + repr(inside[0]) + ', inside it'}: "
+                            "list each kept directory once")
+            break
     if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
         problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
     return problems
@@ -306,8 +342,7 @@ def load(path: str | Path = SETTINGS_FILE) -> SimpleNamespace:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file (copy deploy.toml from the modelhost checkout, "
-                            "or run without --settings for the defaults)") from None
+        raise SettingsError(f"{path}: no such file: `modelhost init` in the app's checkout writes one") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from None
     settings = check_settings(data, str(path))
@@ -317,9 +352,7 @@ def load(path: str | Path = SETTINGS_FILE) -> SimpleNamespace:
 
 def defaults() -> SimpleNamespace:
     """Every setting at its default (what an empty deploy.toml gives)."""
-    settings = check_settings({})
-    settings.source = None
-    return settings
+    return check_settings({})
 
 
 # ---- docs --------------------------------------------------------------------------------------
