@@ -38,6 +38,9 @@ class Step:
     failed: bool = False
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -85,12 +88,26 @@ class Context:
 
     @property
     def url(self) -> str:
-        """The site's address as a browser reaches it."""
+        """The site's address as a browser reaches it: a name the site answers (nginx drops the
+        others), its scheme and its port."""
         scheme, default = ("https", 443) if self.tls else ("http", 80)
         address, port = self.site_address
-        host = self.settings.nginx.server_names[0] if self.tls else (
-            self.target.name if self.target.remote and not self.settings.nginx.address else address)
-        return f"{scheme}://{host}{'' if port == default else f':{port}'}{self.settings.nginx.prefix}/"
+        return f"{scheme}://{self.site_name}{'' if port == default else f':{port}'}{self.settings.nginx.prefix}/"
+
+    @property
+    def site_name(self) -> str:
+        """The name in the site's URL: on this machine the address it listens on when the site
+        answers it, else the first name of [nginx] server_names that is not a wildcard, preferring
+        on a host one that is not this machine's own (localhost)."""
+        names = [n for n in self.settings.nginx.server_names if not n.startswith("*")] or ["localhost"]
+        if not self.target.remote:
+            return self.site_address[0] if self.site_address[0] in names else names[0]
+        return next((n for n in names if n not in LOOPBACK_NAMES), names[0])
+
+    @property
+    def reached_from_elsewhere(self) -> bool:
+        """The site answers a name that is not the target's own (localhost): others can reach it."""
+        return self.site_name not in LOOPBACK_NAMES
 
     # ---- small helpers -------------------------------------------------------------------------
 

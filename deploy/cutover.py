@@ -1,15 +1,14 @@
 """The blue/green cutover: make a release live without failing a request.
 
-Start the idle color on the release, wait until its /readyz answers 200 over its own socket and
-the smoke query answers as expected, point nginx at it (nginx -t, graceful reload, old workers
-drained), verify through nginx, then stop the old color gracefully. If the new color never gets
+Start the idle color on the release, wait until it is ready over its own socket (its health path
+answers 200, or without one GET / answers below 500) and the smoke query answers as expected,
+point nginx at it (nginx -t, graceful reload, old workers drained), verify through nginx, then stop the old color gracefully. If the new color never gets
 ready it is stopped and nothing else changes: the old color keeps serving. A release that is
 already live is only brought back where it is not running (after `fab stop`, or a reboot).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from deploy import commands, state
@@ -20,6 +19,7 @@ from deploy.state import Release
 from deploy.target import CommandFailed
 
 STOPPED = ("STOPPED", "EXITED", "FATAL", "DOWN")
+EXITED = (*STOPPED, "BACKOFF")  # BACKOFF: it exited, and the process manager tries again
 
 
 def configs(ctx: Context, app: App, live: str) -> dict[str, dict[Path, str]]:
@@ -118,47 +118,66 @@ def wait_running(ctx: Context, color: str) -> None:
                           f"(supervisor says {ctx.programs.status(color).state})")
 
 
+def health(ctx: Context) -> tuple[str, str]:
+    """The readiness check: (path, "ok") for [deploy] health_path (200), else ("/", "answer") (below 500)."""
+    path = ctx.settings.deploy.health_path
+    return (path, "ok") if path else ("/", "answer")
+
+
+def is_ready(answer: dict, mode: str) -> bool:
+    return answer["status"] == 200 if mode == "ok" else 0 < answer["status"] < 500
+
+
 def wait_ready(ctx: Context, color: str, release: Release) -> None:
-    """Until the color answers /readyz with 200 over its socket and the smoke query as expected."""
+    """Until the color is ready over its socket and answers the smoke query as expected. A program
+    that exits, or a health path that answers 404, fails at once."""
     name = ctx.programs.name(color)
     timeout = ctx.settings.deploy.ready_timeout
     deadline = ctx.clock() + timeout
+    path, mode = health(ctx)
     smoke = ctx.settings.deploy.smoke_path
-    paths = ["/readyz"] + ([smoke] if smoke else [])
     while True:
-        answers = ask(ctx, paths, wait=max(0.0, min(5.0, deadline - ctx.clock())), color=color)
-        if answers[0]["status"] == 200:
+        # Asked in rounds of 2 s: a program that exits is seen between them.
+        answers = ask(ctx, [path] + ([smoke] if smoke else []), wait=max(0.0, min(2.0, deadline - ctx.clock())),
+                      color=color, ready=mode)
+        if is_ready(answers[0], mode):
             break
+        if mode == "ok" and answers[0]["status"] == 404:
+            raise DeployError(f"{name} answers GET {path} with 404: the app has no such route. Set [deploy] "
+                              "health_path to a route that answers 200 once the app is ready, or to \"\" (ready "
+                              "once GET / answers below 500)")
         state_now = ctx.programs.status(color).state
-        if state_now in STOPPED:
-            raise DeployError(f"{name} stopped before it was ready ({state_now})")
+        if state_now in EXITED:
+            raise DeployError(f"{name} exited before it was ready ({state_now}): the app fails to start")
         if ctx.clock() >= deadline:
-            raise DeployError(f"{name} did not answer /readyz with 200 within {timeout} s "
-                              f"([deploy] ready_timeout); last answer: {answers[0]['status']} {said(answers[0], 300)}")
+            wanted = f"answer GET {path} with 200" if mode == "ok" else "answer GET / (below 500)"
+            raise DeployError(f"{name} did not {wanted} within {timeout} s ([deploy] ready_timeout); last "
+                              f"answer: {answers[0]['status']} {said(answers[0], 300)}")
     if smoke:
-        problem = smoke_problem(answers[1], release)
+        problem = smoke_problem(answers[1], release, ctx.settings.deploy)
         if problem:
             raise DeployError(f"{name} is ready but the smoke query failed: GET {smoke}: {problem}")
 
 
 def verify(ctx: Context) -> str:
-    """nginx answers /readyz with 200 on the site's port."""
-    answer = ask(ctx, ["/readyz"], wait=10)[0]
+    """nginx answers the health check on the site's port."""
+    path, mode = health(ctx)
+    answer = ask(ctx, [path], wait=10, ready=mode)[0]
     address, port = ctx.site_address
     where = f"{'https' if ctx.tls else 'http'}://{address}:{port}{answer['path']}"
-    if answer["status"] != 200:
+    if not is_ready(answer, mode):
         raise DeployError(f"nginx answered {where} with {answer['status']} {said(answer, 200)}")
-    return f"{where} 200 (asked on {ctx.target.name})"
+    return f"{where} {answer['status']} (asked on {ctx.target.name})"
 
 
-def ask(ctx: Context, paths: list[str], wait: float = 0, color: str | None = None) -> list[dict]:
+def ask(ctx: Context, paths: list[str], wait: float = 0, color: str | None = None, ready: str = "ok") -> list[dict]:
     """Answers of gunicorn (a color's socket) or, without a color, of nginx, asked on the target."""
     if color:
-        argv = commands.probe(ctx.python, paths=paths, socket=ctx.layout.socket(color), wait=wait)
+        argv = commands.probe(ctx.python, paths=paths, socket=ctx.layout.socket(color), wait=wait, ready=ready)
     else:  # the site as clients see it: its prefix, its first name, HTTPS if it has it
         address, port = ctx.site_address
         argv = commands.probe(ctx.python, paths=[ctx.settings.nginx.prefix + p for p in paths], address=address,
-                              port=port, tls=ctx.tls, host=ctx.settings.nginx.server_names[0], wait=wait)
+                              port=port, tls=ctx.tls, host=ctx.settings.nginx.server_names[0], wait=wait, ready=ready)
     return commands.parse_probe(ctx.run(argv, timeout=wait + 60).stdout)
 
 
@@ -167,12 +186,12 @@ def said(answer: dict, limit: int | None = None) -> str:
     return (answer.get("body") or answer.get("error", "")).strip()[:limit]
 
 
-def smoke_problem(answer: dict, release: Release) -> str:
-    """What is wrong with the smoke query's answer ("" when nothing)."""
-    if answer["status"] != 200:
-        return f"{answer['status']} {said(answer, 300)}"
-    with contextlib.suppress(ValueError):
-        body = json.loads(answer["body"])
-        if isinstance(body, dict) and "sha256" in body and not body["sha256"].startswith(release.model):
-            return f"it serves model {body.get('version')}, not the deployed {release.model_version}"
+def smoke_problem(answer: dict, release: Release, deploy) -> str:
+    """What is wrong with the smoke query's answer ("" when nothing): its status, and the text it
+    must contain ([deploy] smoke_status, smoke_contains; {model_version} is the release's model's)."""
+    if answer["status"] != deploy.smoke_status:
+        return f"{answer['status']} (not {deploy.smoke_status}) {said(answer, 300)}"
+    wanted = deploy.smoke_contains.replace("{model_version}", release.model_version)
+    if wanted not in answer.get("body", ""):
+        return f"the answer does not contain {wanted!r}: {said(answer, 300)}"
     return ""

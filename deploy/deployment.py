@@ -3,7 +3,8 @@ logs and stop. The steps live in the modules named for them:
 
     context     the target, settings, layout, facts; step timing and reporting
     lock        one deploy at a time (deploy.lock), and the audit log's writer in state
-    parts       prerequisites, directories, secrets, model, Python environment, release, prune
+    parts       prerequisites, directories, secrets, model, Python environment, release, release
+                command, prune; a command run as the app
     cutover     start the idle color, wait until ready, smoke query, switch nginx, stop the old one
     programs    the process manager (supervisor or systemd units) behind one interface
     nginx       site files, nginx -t, enable, reload and drain, put back
@@ -20,11 +21,11 @@ from pathlib import Path
 
 from deploy import commands, state
 from deploy.context import Context, DeployError
-from deploy.cutover import activate, ask, said, verify
+from deploy.cutover import activate, ask, health, said, verify
 from deploy.layout import COLORS
 from deploy.lock import locked
-from deploy.parts import (ensure_directories, ensure_model, ensure_prerequisites, ensure_release, ensure_secrets,
-                          ensure_venv, prune)
+from deploy.parts import (app_command, ensure_directories, ensure_model, ensure_prerequisites, ensure_release,
+                          ensure_release_command, ensure_secrets, ensure_venv, prune)
 from deploy.programs import Program
 from deploy.render import App, plan_app, render
 from deploy.source import Model, Source
@@ -33,8 +34,8 @@ from deploy.target import CommandFailed
 from deploy.workers import WorkerPlan
 
 
-def deploy(ctx: Context, source: Source, model: Model, environ: dict) -> Release:
-    """Ship the source and model as a release and make it live."""
+def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> Release:
+    """Ship the source (and model) as a release and make it live."""
     with locked(ctx, "deploy"), tempfile.TemporaryDirectory(prefix="modelhost-deploy-") as scratch:
         scratch = Path(scratch)
         ensure_prerequisites(ctx)
@@ -42,8 +43,9 @@ def deploy(ctx: Context, source: Source, model: Model, environ: dict) -> Release
         secrets_digest = ensure_secrets(ctx, environ)
         model_key = ensure_model(ctx, model, scratch)
         venv = ensure_venv(ctx, source)
-        app = plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model.size_mb)
+        app = plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model.size_mb if model else 0)
         release = ensure_release(ctx, source, app, venv, model, model_key, secrets_digest, scratch)
+        ensure_release_command(ctx, release, app)
         go_live(ctx, "deploy", release, app)
         prune(ctx)
     return release
@@ -64,9 +66,12 @@ def rollback_target(ctx: Context, to: str | None) -> Release:
         chosen = next((r for r in releases if r.id == to), None)
         if chosen is None:
             raise DeployError(f"no release {to} on {ctx.target.name}; fab releases lists them")
+        if not chosen.kit_dir:
+            raise DeployError(f"{chosen.id} was made by an older modelhost, which this one cannot start: deploy "
+                              f"its revision ({chosen.revision}) again instead (git checkout, then fab deploy)")
         return chosen
     current = state.pointers(ctx).live_release
-    chosen = state.previous(releases, current, state.history(ctx))
+    chosen = state.previous([r for r in releases if r.kit_dir], current, state.history(ctx))
     if chosen is None:
         raise DeployError(f"nothing to roll back to on {ctx.target.name}: no release older than "
                           f"{current or 'the live one'} has been live (fab releases lists them)")
@@ -101,8 +106,9 @@ class Status:
     live: str | None
     release: Release | None
     programs: list[Program] = field(default_factory=list)
-    ready: str = ""  # the live color's /readyz answer over its socket
-    through_nginx: str = ""  # /readyz through nginx
+    health: str = ""  # the path asked: [deploy] health_path, or /
+    ready: str = ""  # the live color's answer to it over its socket
+    through_nginx: str = ""  # its answer through nginx
 
 
 def status(ctx: Context) -> Status:
@@ -112,15 +118,16 @@ def status(ctx: Context) -> Status:
     programs = [pm.status(color) for color in COLORS]
     for program in programs:
         program.release = pointers.release[program.color]
+    path, _ = health(ctx)
     result = Status(target=ctx.target.name, url=ctx.url, manager=pm.daemon, manager_pid=pm.pid(),
                     nginx=ctx.nginx.pid(), live=pointers.live, release=releases.get(pointers.live_release),
-                    programs=programs)
+                    programs=programs, health=path)
     if any(p.color == pointers.live and p.state == "RUNNING" for p in programs):
-        answer = ask(ctx, ["/readyz"], color=pointers.live)[0]
-        result.ready = f"{answer['status']} {said(answer)}"
+        answer = ask(ctx, [path], color=pointers.live)[0]
+        result.ready = f"{answer['status']} {said(answer, 200)}"
     if result.nginx:
-        answer = ask(ctx, ["/readyz"])[0]
-        result.through_nginx = f"{answer['status']} {said(answer)}"
+        answer = ask(ctx, [path])[0]
+        result.through_nginx = f"{answer['status']} {said(answer, 200)}"
     return result
 
 
@@ -167,3 +174,17 @@ def stop(ctx: Context) -> list[int]:
         if not ctx.wait(lambda: all(ctx.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):
             raise DeployError(f"processes still running {timeout} s after stopping: {pids}")
         return pids
+
+
+def run_command(ctx: Context, command: str, release_id: str | None = None) -> tuple[Release, list[str]]:
+    """The release a one-off command runs in (the one named, else the live one, else the newest: a
+    first deploy that never became ready), and the command that runs it there as the app."""
+    releases = state.releases(ctx)
+    wanted = release_id or state.pointers(ctx).live_release
+    chosen = next((r for r in releases if r.id == wanted), None) if wanted else (releases[-1] if releases else None)
+    if chosen is None:
+        raise DeployError(f"no release {wanted} on {ctx.target.name}; fab releases lists them" if wanted else
+                          f"no release on {ctx.target.name} yet: fab deploy makes one (run works even if it fails)")
+    if not chosen.kit_dir:
+        raise DeployError(f"{chosen.id} was made by an older modelhost: deploy again, then run the command")
+    return chosen, app_command(ctx, release_app(ctx, chosen), ctx.layout.releases / chosen.id, command)

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from deploy.settings import KIT_DIR
+
 COLORS = ("blue", "green")
 
 
@@ -40,7 +42,8 @@ class Layout:
     nginx_sites: Path  # where site files go (sites-available on Debian)
     supervisor_dir: Path  # where program files go (conf.d)
     systemd_dir: Path
-    home: Path  # HOME of the app's processes
+    home: Path  # HOME of the app's processes: writable by them
+    data_dir: Path  # the app's persistent data, outside every release (DATA_DIR): its instance folder, shared paths
     user: str  # runs gunicorn
     nginx_group: str  # nginx's workers' group: must reach the sockets
     http_listen: str  # nginx's plain HTTP listen address
@@ -68,7 +71,12 @@ class Layout:
 
     def gunicorn_conf(self, color: str) -> Path:
         """Each release carries its own gunicorn settings, so a rollback brings back the old ones too."""
-        return self.release(color) / "gunicorn.conf.py"
+        return self.kit(color) / "gunicorn.conf.py"
+
+    def kit(self, color: str) -> Path:
+        """The kit's own entries in the release a color runs (venv, model, gunicorn.conf.py,
+        release.json): apart from the app's files, so they never collide with them."""
+        return self.release(color) / KIT_DIR
 
     def release(self, color: str) -> Path:
         """The release a color runs (a symlink the deploy points at a release directory)."""
@@ -160,7 +168,7 @@ def system_layout(settings) -> Layout:
         kind="system", app=app, root=root, config_dir=config_dir, run_dir=run_dir, log_dir=log_dir,
         cache_dir=cache_dir, nginx_dir=nginx, nginx_sites=nginx / "sites-available",
         supervisor_dir=Path("/etc/supervisor/conf.d"), systemd_dir=Path("/etc/systemd/system"),
-        home=root, user=app, nginx_group="www-data",
+        home=Path("/var/lib") / app, data_dir=Path("/var/lib") / app, user=app, nginx_group="www-data",
         http_listen=listen(settings.nginx.address, settings.nginx.port),
         tls_listen=listen(settings.nginx.address, settings.nginx.tls_port),
         process_manager=settings.app.process_manager,
@@ -176,7 +184,7 @@ def system_layout(settings) -> Layout:
         Directory(layout.root, *shared), Directory(layout.releases, *shared), Directory(layout.venvs, *shared),
         Directory(layout.models, *shared), Directory(layout.config_dir, "root", layout.user, "750"),
         Directory(layout.run_dir, layout.user, layout.nginx_group, "750"),
-        Directory(layout.log_dir, "root", "adm", "750"),
+        Directory(layout.log_dir, "root", "adm", "750"), Directory(layout.data_dir, layout.user, layout.user, "750"),
         Directory(layout.cache_dir, layout.nginx_group, layout.nginx_group, "700"),
         Directory(layout.nginx_sites, *shared), Directory(layout.nginx_enabled, *shared),
         Directory(layout.supervisor_dir, *shared)))
@@ -193,14 +201,14 @@ def local_layout(settings, user: str | None = None, group: str | None = None, ho
     layout = Layout(
         kind="local", app=settings.app.name, root=root, config_dir=root / "etc", run_dir=root / "run",
         log_dir=root / "log", cache_dir=root / "cache", nginx_dir=nginx, nginx_sites=nginx / "sites",
-        supervisor_dir=supervisor / "conf.d", systemd_dir=host_root / "systemd", home=home,
+        supervisor_dir=supervisor / "conf.d", systemd_dir=host_root / "systemd", home=home, data_dir=root / "data",
         user=user or getpass.getuser(), nginx_group=group or grp.getgrgid(os.getgid()).gr_name,
         http_listen=f"127.0.0.1:{settings.local.port}", tls_listen="", process_manager="supervisor",
         base=host_root, nginx_host_file=nginx / "modelhost.conf", nginx_pid_file=host_root / "run" / "nginx.pid",
         nginx_logs=(logs / "nginx-error.log", logs / "nginx-access.log"), supervisord_log=logs / "supervisord.log",
         secrets_owner=None, needs_provision=False, too_long_fix="set [local] root to a shorter path",
         host_root=host_root, nginx_conf=nginx / "nginx.conf", supervisord_conf=supervisor / "supervisord.conf")
-    places = (layout.root, layout.releases, layout.venvs, layout.models, layout.config_dir, layout.run_dir,
-              layout.log_dir, layout.cache_dir, layout.nginx_sites, layout.supervisor_dir, host_root / "run", logs,
-              nginx / "tmp")
+    places = (layout.root, layout.releases, layout.venvs, layout.models, layout.data_dir, layout.config_dir,
+              layout.run_dir, layout.log_dir, layout.cache_dir, layout.nginx_sites, layout.supervisor_dir,
+              host_root / "run", logs, nginx / "tmp")
     return replace(layout, directories=tuple(map(Directory, places)))

@@ -1,13 +1,16 @@
 """A release's parts, each an `ensure_*` step that looks first and changes only what is missing:
-prerequisites, directories, secrets, the model, the Python environment, the release itself; and
-prune, which removes what no kept release uses.
+prerequisites, directories, secrets, the model, the Python environment, the release itself, its
+release command; and prune, which removes what no kept release uses.
 
-On the target (everything under the layout's root):
+On the target (everything under the layout's root, but the data directory):
 
-    releases/<time>-<rev>/   the app's files at a git revision, its gunicorn.conf.py, release.json,
-                             venv -> ../../venvs/<lock>, model -> ../../models/<checksum>
-    venvs/<key>/             one Python environment per dependency lock (and Python, architecture)
-    models/<checksum>/       one copy of each model artifact
+    releases/<time>-<rev>/   the app's files at a git revision; its instance folder and shared paths
+                             are links into the data directory
+      .modelhost/            the kit's entries, apart from the app's files: gunicorn.conf.py,
+                             release.json, venv -> venvs/<key>, model -> models/<checksum>
+    venvs/<key>/             one Python environment per dependency set (and Python, architecture)
+    models/<checksum>/<name> one copy of each model (a file or a folder, under its own name)
+    <data directory>/        the app's data (DATA_DIR), the same for every release: never pruned
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from pathlib import Path
 
 from deploy import commands, state
 from deploy.context import Context, DeployError, Step, now
-from deploy.render import App, render_gunicorn_conf
-from deploy.source import LOCK_FILE, Model, Source, digest
+from deploy.render import App, process_environment, render_gunicorn_conf
+from deploy.settings import KIT_DIR
+from deploy.source import Model, Source, digest
 from deploy.state import Release
 from deploy.target import CommandFailed
 
@@ -134,28 +138,32 @@ def unpack(ctx: Context, tar: Path, destination: Path) -> None:
     ctx.run(commands.move(partial, destination))
 
 
-def ensure_model(ctx: Context, model: Model, scratch: Path) -> str:
-    """The model artifact stored once on the target, named by its checksum."""
-    key = model.sha256[:16]
-    stored = ctx.layout.models / key
+def ensure_model(ctx: Context, model: Model | None, scratch: Path) -> str:
+    """The model stored once on the target, named by its checksum; "" when the app has none."""
+    if model is None:
+        return ""
+    stored = ctx.layout.models / model.key
     with ctx.step("model") as step:
-        step.detail = f"{model.version} ({model.size_mb} MB) in {stored}"
-        if ctx.exists(stored / "manifest.json"):
-            return key
+        files = f"{model.files} file{'s' if model.files > 1 else ''}"
+        step.detail = f"{model.path.name} {model.version} ({files}, {model.size_mb} MB) in {stored}"
+        if ctx.exists(stored / model.path.name):
+            return model.key
         tar = scratch / "model.tar"
-        ctx.local.run(commands.tar_create(tar, model.path))
+        ctx.local.run(commands.tar_create(tar, model.path.parent, model.path.name, dereference=True))
         unpack(ctx, tar, stored)
         step.changed = True
-    return key
+    return model.key
 
 
 def ensure_venv(ctx: Context, source: Source) -> str:
-    """A Python environment for the dependency lock; reused while the lock (and Python) stay the same."""
-    key = digest(source.lock, ctx.facts.python_version, ctx.facts.architecture)
+    """A Python environment for the app's dependencies; reused while they (and Python) stay the same."""
+    requirements = source.requirements
+    key = digest(requirements.text, ctx.facts.python_version, ctx.facts.architecture)
     venv = ctx.layout.venvs / key
     done = venv / ".complete"
+    name = requirements.file.name
     with ctx.step("python") as step:
-        step.detail = f"{venv} ({LOCK_FILE} unchanged, pip skipped)"
+        step.detail = f"{venv} ({name} unchanged, pip skipped)"
         if ctx.exists(done):
             return key
         # Made in its final place (a venv's scripts name their path), finished when .complete exists.
@@ -165,18 +173,20 @@ def ensure_venv(ctx: Context, source: Source) -> str:
         except CommandFailed as exc:
             raise DeployError(f"cannot make a Python environment on {ctx.target.name}: {exc}\n"
                               "install python3-venv (apt-get install python3-venv) and deploy again") from None
-        ctx.target.write(venv / LOCK_FILE, source.lock)
+        ctx.target.write(venv / "requirements.txt", requirements.text)
         try:
-            ctx.run(commands.pip_install(venv, venv / LOCK_FILE), timeout=1800)
+            ctx.run(commands.pip_install(venv, venv / "requirements.txt"), timeout=1800)
         except CommandFailed as exc:
-            raise DeployError(f"pip could not install {LOCK_FILE} on {ctx.target.name}: {exc}") from None
+            raise DeployError(f"pip could not install the app's dependencies ({name}) on {ctx.target.name}: "
+                              f"{exc}\nfix {name} and deploy again") from None
         ctx.run(commands.touch(done))
         step.changed = True
-        step.detail = f"{venv} (installed {LOCK_FILE})"
+        added = f", and {', '.join(requirements.added)}" if requirements.added else ""
+        step.detail = f"{venv} (installed {name}{added})"
     return key
 
 
-def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Model, model_key: str,
+def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Model | None, model_key: str,
                    secrets_digest: str, scratch: Path) -> Release:
     """The release for this revision, environment, model and settings: found, or made."""
     gunicorn_conf = render_gunicorn_conf(app)
@@ -189,19 +199,85 @@ def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Mod
                 return release
         release = Release(
             id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{source.label}",
-            revision=source.label, identity=identity, venv=venv, model=model_key, model_version=model.version,
-            workers=app.plan.workers, explanation=app.plan.explanation, created=now())
+            revision=source.label, identity=identity, venv=venv, model=model_key,
+            model_version=model.version if model else "-", workers=app.plan.workers,
+            explanation=app.plan.explanation, created=now(), kit_dir=KIT_DIR)
         path = ctx.layout.releases / release.id
         tar = scratch / "release.tar"
         ctx.local.run(commands.archive(source.checkout, source.commit, tar))
         unpack(ctx, tar, path)
-        ctx.link(f"../../venvs/{venv}", path / "venv")
-        ctx.link(f"../../models/{model_key}", path / "model")
-        ctx.target.write(path / "gunicorn.conf.py", gunicorn_conf)
-        ctx.target.write(path / "release.json", json.dumps(asdict(release)) + "\n")
+        kit = path / KIT_DIR
+        if ctx.exists(kit):
+            ctx.run(commands.remove(path))
+            raise DeployError(f"the app has a {KIT_DIR} of its own at its top: modelhost keeps its entries in a "
+                              f"release there; rename it in the app, commit, and deploy again")
+        ctx.run(commands.make_directory(kit))
+        ctx.link(f"../../../venvs/{venv}", kit / "venv")
+        if model:
+            ctx.link(f"../../../models/{model_key}", kit / "model")
+            inside = model_in_checkout(source, model)
+            if inside:  # where the app finds it when run from its checkout; a file git ships there wins
+                ctx.run(commands.link_missing(kit / "model" / model.path.name, path / inside))
+        made = keep_data(ctx, path)
+        ctx.target.write(kit / "gunicorn.conf.py", gunicorn_conf)
+        ctx.target.write(kit / "release.json", json.dumps(asdict(release)) + "\n")
         step.changed = True
-        step.detail = f"{release.id} ({release.workers} workers)"
+        step.detail = f"{release.id} ({release.workers} workers)" + (
+            f"; made {', '.join(made)} in {ctx.layout.data_dir}" if made else "")
     return release
+
+
+def model_in_checkout(source: Source, model: Model) -> str | None:
+    """The model's path relative to the checkout's top, when it is inside it."""
+    try:
+        return model.path.resolve().relative_to(source.checkout.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def keep_data(ctx: Context, release_dir: Path) -> list[str]:
+    """The release's instance folder and shared paths are links into the data directory; what is not
+    there yet starts as the release ships it (or, for an app deployed before the kit kept its data,
+    as the live release has it)."""
+    paths = tuple(p.strip("/") for p in (ctx.settings.app.instance_path, *ctx.settings.app.shared_paths) if p)
+    if not paths:
+        return []
+    live = state.pointers(ctx).live_release
+    seed = ctx.layout.releases / live if live else None
+    output = ctx.run(commands.keep_paths(release_dir, ctx.layout.data_dir, paths, ctx.layout.secrets_owner,
+                                         seed)).stdout
+    return [line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("made ")]
+
+
+def ensure_release_command(ctx: Context, release: Release, app: App) -> None:
+    """[deploy] release_command, run once in a new release as the app before it starts; a failure
+    stops the deploy with its output, and what was serving still is."""
+    command = ctx.settings.deploy.release_command
+    if not command:
+        return
+    path = ctx.layout.releases / release.id
+    done = path / KIT_DIR / "release-command.done"
+    with ctx.step("release command") as step:
+        step.detail = f"{command!r} ran in {release.id} before"
+        if ctx.exists(done):
+            return
+        result = ctx.run(app_command(ctx, app, path, command), check=False, timeout=3600)
+        output = (result.stdout + result.stderr).strip()
+        if result.exited != 0:
+            raise DeployError(f"the release command {command!r} failed in {release.id} (exit {result.exited}); the "
+                              f"release was not started, what was serving still is.\n{output[-3000:]}")
+        ctx.run(commands.touch(done))
+        step.changed = True
+        last = output.splitlines()[-1] if output else "no output"
+        step.detail = f"{command!r}: {last[:100]}"
+
+
+def app_command(ctx: Context, app: App, release_dir: Path, command: str) -> list[str]:
+    """command run by sh in a release directory as the app: its user, environment and secrets."""
+    layout = ctx.layout
+    env = {**process_environment(app, release_dir), **ctx.settings.app.env}
+    return commands.as_app(release_dir / KIT_DIR / "venv" / "bin" / "python", layout.secrets_owner, env,
+                           layout.env_file, release_dir, command)
 
 
 def prune(ctx: Context) -> None:
@@ -222,5 +298,5 @@ def prune(ctx: Context) -> None:
             ctx.run(commands.remove(*paths))
         step.changed = bool(paths)
         step.detail = (", ".join(f"removed {len(found)} {kind}" for kind, found in removed.items() if found)
-                       if paths else f"{len(kept)} releases kept ([deploy] keep_releases = "
-                                     f"{ctx.settings.deploy.keep_releases})")
+                       if paths else f"{len(kept)} release{'s' if len(kept) != 1 else ''} kept ([deploy] "
+                                     f"keep_releases = {ctx.settings.deploy.keep_releases})")

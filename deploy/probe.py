@@ -1,12 +1,15 @@
 """HTTP checks run on the target itself: `python3 -c <this file's source> SPEC` (standard library only).
 
-A deploy asks a new gunicorn, over its own unix socket, for /readyz until it answers 200 or a
+A deploy asks a new gunicorn, over its own unix socket, for its health path until it is ready or a
 deadline passes, then for a smoke query; it asks nginx the same on its port. Running on the target
 keeps that one command per check, over SSH too, and needs nothing installed there but python3.
 
-SPEC is JSON: {"socket": path or "", "address": nginx's address, "port": n, "tls": HTTPS or not, "host": Host header, "paths": [...], "wait": seconds}.
-The first path is retried until it answers 200 or `wait` runs out; the others are asked once
-after it. Prints one JSON object per path: {"path", "status" (0 if no answer), "body" or "error"}.
+SPEC is JSON: {"socket": path or "", "address": nginx's address, "port": n, "tls": HTTPS or not,
+"host": Host header, "paths": [...], "wait": seconds, "ready": "ok" or "answer"}.
+The first path is retried until it is ready (ok: it answers 200; answer: anything below 500), it
+answers 404 (ok: a route that is missing stays missing) or `wait` runs out; the others are asked
+once after it, when it is ready. Prints one JSON object per path: {"path", "status" (0 if no
+answer), "body" or "error"}.
 """
 import http.client
 import json
@@ -57,16 +60,20 @@ def ask(spec, path, timeout=10.0):
         connection.close()
 
 
+def ready(answer, mode):
+    return answer["status"] == 200 if mode == "ok" else 0 < answer["status"] < 500
+
+
 def main(argv):
     spec = json.loads(argv[1])
-    first, rest = spec["paths"][0], spec["paths"][1:]
+    first, rest, mode = spec["paths"][0], spec["paths"][1:], spec.get("ready", "ok")
     deadline = time.monotonic() + spec.get("wait", 0)
     while True:
         answer = ask(spec, first)
-        if answer["status"] == 200 or time.monotonic() >= deadline:
+        if ready(answer, mode) or (mode == "ok" and answer["status"] == 404) or time.monotonic() >= deadline:
             break
         time.sleep(0.25)
-    answers = [answer] + ([ask(spec, path) for path in rest] if answer["status"] == 200 else [])
+    answers = [answer] + ([ask(spec, path) for path in rest] if ready(answer, mode) else [])
     for answer in answers:
         print(json.dumps(answer))
     return 0

@@ -15,6 +15,7 @@ import jinja2
 
 from deploy.facts import HostFacts
 from deploy.layout import COLORS, Layout, local_layout
+from deploy.settings import KIT_DIR
 from deploy.workers import WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +57,11 @@ class App:
 SOCKET_PATH_MAX = 107
 
 
-def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT, model_mb: float | None = None) -> App:
-    """The app's worker plan on this host; the model's size comes from its manifest unless set (in
-    deploy.toml, or here as model_mb: the size of the model being deployed)."""
+def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path | None = None,
+             model_mb: float | None = None) -> App:
+    """The app's worker plan on this host; the model's size is the sum of its files (below base_dir,
+    by default deploy.toml's directory) unless set (in deploy.toml, or here as model_mb: the size of
+    the model being deployed)."""
     longest = max((layout.socket(color) for color in COLORS), key=lambda p: len(str(p).encode()))
     if len(str(longest).encode()) > SOCKET_PATH_MAX:
         raise RenderError(f"the socket path {longest} is {len(str(longest).encode())} bytes; unix sockets "
@@ -66,7 +69,8 @@ def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path = ROOT, 
     if settings.model.size_mb != "auto":
         model_mb = settings.model.size_mb
     elif model_mb is None:
-        model_mb = model_size_mb(base_dir / settings.model.path)
+        base_dir = base_dir or (Path(settings.source).resolve().parent if settings.source else ROOT)
+        model_mb = model_size_mb(base_dir / settings.model.path) if settings.model.path else 0
     workers = settings.gunicorn.workers
     plan = plan_workers(
         cores=facts.cores, memory_total_mb=facts.memory_total_mb, memory_available_mb=facts.memory_available_mb,
@@ -125,19 +129,28 @@ def template(name: str, **values) -> str:
 
 # ---- what each template gets ------------------------------------------------------------------
 
-def process_environment(app: App, color: str) -> dict:
-    """The environment the process manager gives gunicorn (the app's own is in gunicorn.conf.py)."""
-    release = app.layout.release(color)
+def process_environment(app: App, release: Path) -> dict:
+    """The environment the process manager gives gunicorn in a release directory (a color's link,
+    or one release's own directory for `run`); the app's own [app] env is in gunicorn.conf.py."""
+    kit = release / KIT_DIR
+    model = app.settings.model
     return {
         "HOME": str(app.layout.home),
-        "PATH": f"{release}/venv/bin:/usr/local/bin:/usr/bin:/bin",
-        "FLASK_MODEL_PATH": f"{release}/model",
+        "PATH": f"{kit}/venv/bin:/usr/local/bin:/usr/bin:/bin",
+        # The app's persistent data: kept outside the releases, the same for every one of them.
+        "DATA_DIR": str(app.layout.data_dir),
+        **({model.env: str(model_path(kit, model.path))} if model.path else {}),
         # glibc makes a malloc arena per thread; with gthread workers that is memory per thread
         # that is never given back. Read by malloc at process start, so it must be set here.
         "MALLOC_ARENA_MAX": "2",
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
+
+
+def model_path(kit: Path, path: str) -> Path:
+    """Where a release's model is: the kit's link to the stored copy, under the model's own name."""
+    return kit / "model" / Path(path).name
 
 
 def gunicorn_values(app: App) -> dict:
@@ -171,8 +184,9 @@ def standalone_gunicorn_conf(settings, workers: int) -> str:
 def manager_values(app: App, live: str) -> dict:
     graceful = app.settings.gunicorn.graceful_timeout
     return dict(layout=app.layout, wsgi=app.settings.app.wsgi, colors=COLORS, live=live, instance=INSTANCE,
+                kit_dir=KIT_DIR,
                 graceful_timeout=graceful, stop_timeout=graceful + 15,
-                environment=lambda color: process_environment(app, color))
+                environment=lambda color: process_environment(app, app.layout.release(color)))
 
 
 def site_app(app: App, live: str) -> dict:

@@ -1,4 +1,5 @@
-"""What a deploy ships, read on the machine that runs `fab`: a git revision of the app and its model.
+"""What a deploy ships, read on the machine that runs `fab`: a git revision of the app, its
+dependencies and, when [model] path is set, its model.
 
 A release is a git revision, never the working tree as it happens to be: a tree with uncommitted
 changes is refused unless asked for, and then its tracked files are shipped as a commit of their
@@ -8,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import commands
+from deploy.requirements import Requirements, RequirementsError, find_requirements, read_requirements
 from deploy.target import CommandFailed, Target
-from deploy.workers import model_size_mb
+from deploy.workers import MB
 
-LOCK_FILE = "requirements.lock"
-MANIFEST = "manifest.json"  # a model artifact's list of files
+MANIFEST = "manifest.json"  # the reference app's list of a model's files, checked when a model has one
 
 
 class SourceError(Exception):
@@ -29,14 +31,14 @@ class Source:
     commit: str  # what is archived
     tree: str  # the content's identity: the same files give the same tree, committed or not
     label: str  # short revision, "+dirty" when uncommitted changes are shipped
-    lock: str  # requirements.lock's text: the Python environment's identity
+    requirements: Requirements  # what pip installs: the Python environment's identity
 
 
 def git(local: Target, checkout: Path, *args: str) -> str:
     return local.run(commands.git(checkout, *args)).stdout.strip()
 
 
-def read_source(local: Target, base_dir: Path, allow_dirty: bool = False) -> Source:
+def read_source(local: Target, base_dir: Path, allow_dirty: bool = False, requirements_file: str = "") -> Source:
     """The revision to deploy from the git checkout holding base_dir."""
     try:
         checkout = Path(git(local, base_dir, "rev-parse", "--show-toplevel"))
@@ -56,54 +58,76 @@ def read_source(local: Target, base_dir: Path, allow_dirty: bool = False) -> Sou
             raise SourceError(f"{checkout} has uncommitted changes ({listed}): commit them, or deploy the "
                               "files as they are with `fab deploy --allow-dirty`")
         commit = local.run(commands.stash_commit(checkout)).stdout.strip() or head
-    lock_path = checkout / LOCK_FILE
-    if not lock_path.is_file():
-        raise SourceError(f"{checkout} has no {LOCK_FILE}: the release's Python environment is installed from it "
-                          "(pip-compile -o requirements.lock pyproject.toml)")
+    try:
+        requirements = read_requirements(find_requirements(base_dir, requirements_file))
+    except RequirementsError as exc:
+        raise SourceError(str(exc)) from None
     return Source(checkout=checkout, commit=commit, tree=git(local, checkout, "rev-parse", f"{commit}^{{tree}}"),
-                  label=head[:7] + ("+dirty" if changed else ""), lock=lock_path.read_text())
+                  label=head[:7] + ("+dirty" if changed else ""), requirements=requirements)
 
 
 @dataclass(frozen=True)
 class Model:
-    path: Path
-    sha256: str  # of the manifest's file list: the artifact's identity
-    version: str
+    path: Path  # a file or a folder on this machine
+    sha256: str  # of every file's path and content: the model's identity
+    version: str  # its manifest's version when it has one, else the checksum's first 12 digits
     size_mb: int  # what the worker rule counts
+    files: int
+
+    @property
+    def key(self) -> str:
+        """Its name on the target: models/<key>/<the model's own name>."""
+        return self.sha256[:16]
+
+
+def model_files(path: Path) -> list[Path]:
+    """Every file of a model (itself when it is a file), sorted; links are followed."""
+    if path.is_file():
+        return [path]
+    found = [Path(top) / name for top, _, names in os.walk(path, followlinks=True) for name in names]
+    return sorted(found, key=lambda f: f.relative_to(path).as_posix())
 
 
 def read_model(path: Path) -> Model:
-    """The model artifact at path, every file checked against its manifest's sha256."""
-    manifest = read_manifest(path)
-    for name, expected in manifest["files"].items():
-        file = Path(path) / name
-        if not file.is_file():
+    """The model at path (a file or a folder), its checksum computed here; a folder with a
+    manifest.json has every file checked against it first."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"no model at {path} ([model] path in deploy.toml): put the model there, or set "
+                          '[model] path = "" if the app needs none (a model in git ships with the code)')
+    manifest = read_manifest(path) if (path / MANIFEST).is_file() else None
+    files = model_files(path)
+    if not files:
+        raise SourceError(f"the model folder {path} is empty ([model] path in deploy.toml)")
+    sums, total = [], 0
+    for file in files:
+        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        checksum = sha256_file(file)
+        expected = manifest["files"].get(name) if manifest else None
+        if expected and (file.stat().st_size != expected["bytes"] or checksum != expected["sha256"]):
+            raise SourceError(f"model at {path} is damaged: {name} does not match its size or sha256 in "
+                              f"{MANIFEST} (copy it again) ([model] path in deploy.toml)")
+        sums.append(f"{name}\0{checksum}\n")
+        total += file.stat().st_size
+    for name in manifest["files"] if manifest else ():
+        if not (path / name).is_file():
             raise SourceError(f"model at {path} is incomplete: {name} is missing ([model] path in deploy.toml)")
-        if file.stat().st_size != expected["bytes"]:
-            raise SourceError(f"model at {path} is damaged: {name} has {file.stat().st_size} bytes, the manifest "
-                              f"says {expected['bytes']} (copy it again) ([model] path in deploy.toml)")
-        if sha256_file(file) != expected["sha256"]:
-            raise SourceError(f"model at {path} is damaged: {name} does not match its sha256 (copy it again) "
-                              "([model] path in deploy.toml)")
-    return Model(path=path, sha256=manifest["sha256"], version=manifest["version"], size_mb=model_size_mb(path))
+    sha256 = hashlib.sha256("".join(sums).encode()).hexdigest()
+    return Model(path=path, sha256=sha256, version=manifest["version"] if manifest else sha256[:12],
+                 size_mb=-(-total // MB), files=len(files))
 
 
 def read_manifest(path: Path) -> dict:
-    """A model artifact's manifest.json: its identity (sha256, version) and every file's size and sha256.
-
-    The deploy reads only these fields, so any model built with such a manifest ships."""
+    """A model folder's manifest.json (the reference app's): its version and every file's size and sha256."""
     manifest_path = Path(path) / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = manifest["files"]
-        if not (isinstance(manifest["sha256"], str) and isinstance(manifest["version"], str)
+        if not (isinstance(manifest["version"], str)
                 and all(isinstance(f["bytes"], int) and isinstance(f["sha256"], str) for f in files.values())):
-            raise TypeError("sha256, version and files' bytes and sha256 of the wrong type")
-    except FileNotFoundError:
-        raise SourceError(f"no model at {path}: {MANIFEST} is missing (build one with: python -m app.model build "
-                          f"--out {path}) ([model] path in deploy.toml)") from None
+            raise TypeError("version and files' bytes and sha256 of the wrong type")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SourceError(f"cannot read {manifest_path}: {exc!r}; it needs sha256, version and files "
+        raise SourceError(f"cannot read {manifest_path}: {exc!r}; it needs version and files "
                           "({name: {bytes, sha256}}) ([model] path in deploy.toml)") from None
     return manifest
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from deploy import commands
 from deploy.context import Context, now
 from deploy.layout import COLORS
+from deploy.settings import KIT_DIR
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Release:
     workers: int
     explanation: str
     created: str
+    kit_dir: str = ""  # where its kit entries are (.modelhost); "" for a release made before they had a place
+
 
     @classmethod
     def parse(cls, text: str) -> Release:
@@ -53,7 +56,7 @@ def pointers(ctx: Context) -> Pointers:
 
 def releases(ctx: Context) -> list[Release]:
     """Every complete release on the target, oldest first."""
-    out = ctx.run(commands.cat_all(ctx.layout.releases, "release.json"), check=False).stdout
+    out = ctx.run(commands.cat_releases(ctx.layout.releases, KIT_DIR), check=False).stdout
     return sorted((Release.parse(line) for line in out.splitlines() if line.strip()), key=lambda r: r.id)
 
 
@@ -69,16 +72,21 @@ def record(ctx: Context, action: str, release: str, color: str | None, result: s
     ctx.run(commands.append_line(ctx.layout.history, line))
 
 
+def went_live(history: list[dict]) -> set[str]:
+    return {h["release"] for h in history if h["result"] == "ok"}
+
+
 def previous(releases: list[Release], current: str | None, history: list[dict]) -> Release | None:
     """The newest release older than current that has been live: where a rollback goes."""
-    went_live = {h["release"] for h in history if h["result"] == "ok"}
-    older = [r for r in releases if current and r.id < current and r.id in went_live]
+    older = [r for r in releases if current and r.id < current and r.id in went_live(history)]
     return older[-1] if older else None
 
 
 def kept(releases: list[Release], pointers: Pointers, history: list[dict], keep: int) -> set[str]:
-    """The releases prune keeps: the newest `keep`, the ones blue and green run, and the one a
-    rollback would go to."""
+    """The releases prune keeps: the newest `keep` of those that have been live, the ones blue and
+    green run, and the one a rollback would go to. A release that never went live is not kept
+    (nor counted): a deploy that failed leaves nothing worth a rollback."""
+    live_ones = [r for r in releases if r.id in went_live(history)]
     back = previous(releases, pointers.live_release, history)
-    return ({r.id for r in releases[-keep:]} | {id for id in pointers.release.values() if id}
+    return ({r.id for r in live_ones[-keep:]} | {id for id in pointers.release.values() if id}
             | ({back.id} if back else set()))

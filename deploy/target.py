@@ -115,10 +115,11 @@ class Target:
                                       f"{SUDO_PROMPT_HELP}")
         return self._sudo
 
-    def stream(self, argv: list[str]) -> None:
-        """Run a command with its output going straight to the terminal (tail -F: until Ctrl-C)."""
+    def stream(self, argv: list[str], stdin: bool = False) -> int:
+        """Run a command with its output going straight to the terminal (tail -F: until Ctrl-C), and
+        with stdin, this terminal's input going to it; returns its exit status."""
         run, command = self.runner(shlex.join(argv))
-        self.connected(run, command, pty=False, warn=True, in_stream=False)
+        return self.connected(run, command, pty=False, warn=True, in_stream=None if stdin else False).exited
 
     def read(self, path: Path) -> str | None:
         """A text file's content; None when it does not exist."""

@@ -75,10 +75,10 @@ def scaffold(target: Target, apps: list[App], scratch: Path) -> None:
         for directory in (layout.log_dir, layout.cache_dir.parent, layout.config_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for color in COLORS:
-            release = layout.release(color)
-            release.mkdir(parents=True, exist_ok=True)
-            if not (release / "venv").exists():
-                (release / "venv").symlink_to(sys.prefix)  # the venv running this check
+            kit = layout.kit(color)
+            kit.mkdir(parents=True, exist_ok=True)
+            if not (kit / "venv").exists():
+                (kit / "venv").symlink_to(sys.prefix)  # the venv running this check
         write(layout.env_file, "".join(f"{name}=check-only\n" for name in app.settings.app.secrets))
         if layout.tls(app.settings):
             cert, key = certificate_paths(app.settings)
@@ -144,9 +144,10 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
             "supervisor's parser: " + ", ".join(f"{a.layout.app}.conf" for a in supervised))
 
     for app in apps:
-        gunicorn = app.layout.release(live) / "venv" / "bin" / "gunicorn"
+        gunicorn = app.layout.kit(live) / "venv" / "bin" / "gunicorn"
         run(commands.gunicorn_check(gunicorn, app.layout.gunicorn_conf(live), app.settings.app.wsgi),
-            f"gunicorn --check-config: {app.layout.app} (loads the app)", cwd=str(ROOT),
+            f"gunicorn --check-config: {app.layout.app} (loads the app)",
+            cwd=str(Path(app.settings.source).resolve().parent if app.settings.source else ROOT),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch)})
         if app.layout.process_manager == "systemd":
             if not shutil.which("systemd-analyze"):

@@ -10,7 +10,6 @@ number of workers; a model each worker loads for itself is in memory once per wo
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ MB = 1024 * 1024
 
 
 class ModelSizeError(Exception):
-    """The model's size cannot be read from its manifest; the message says how to fix it."""
+    """The model's size cannot be read; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +69,10 @@ def gigabytes(mb: int) -> str:
 
 
 def model_size_mb(path: Path) -> int:
-    """The model's memory: the sum of the files its manifest lists, in MB (rounded up)."""
-    manifest = Path(path) / "manifest.json"
-    try:
-        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-        total = sum(entry["bytes"] for entry in files.values())
-    except FileNotFoundError:
-        raise ModelSizeError(f"no model at {path} ({manifest.name} is missing): build it (fab build-model), "
-                             "or set [model] size_mb in deploy.toml") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelSizeError(f"cannot read the model's size from {manifest}: {exc!r}; rebuild the model, "
-                             "or set [model] size_mb in deploy.toml") from None
-    return -(-total // MB)
+    """A model's memory: the sum of its files' sizes (a file's own size), in MB (rounded up)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelSizeError(f"no model at {path} ([model] path in deploy.toml): put it there, "
+                             "or set [model] size_mb in deploy.toml")
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return -(-sum(f.stat().st_size for f in files) // MB)

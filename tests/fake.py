@@ -41,6 +41,7 @@ class FakeTarget:
         self.nginx = True
         self.states = {"blue": "STOPPED", "green": "STOPPED"}
         self.ready = {"blue": True, "green": True}  # what the color answers /readyz once started
+        self.routes = True  # False: the app has no such route as the health path (404)
         self.smoke = {"status": 200, "body": json.dumps({"name": "demo", "version": "v1", "sha256": "abc123"})}
         self.start_fails: set[str] = set()
         self.nginx_refuses = ""  # nginx -t's complaint, "" when it passes
@@ -171,10 +172,12 @@ class FakeTarget:
         return Result("", "", 0)
 
     def probe(self, spec: dict) -> Result:
-        self.now += spec["wait"]
         color = Path(spec["socket"]).stem if spec["socket"] else None
         up = self.states[color] == "RUNNING" and self.ready[color] if color else self.nginx
-        first = ({"status": 200, "body": '{"status": "ready"}'} if up else
+        if not (up and not self.routes and spec["ready"] == "ok"):  # the probe returns at once on a 404
+            self.now += spec["wait"]
+        first = ({"status": 404, "body": "Not Found"} if up and not self.routes else
+                 {"status": 200, "body": '{"status": "ready"}'} if up else
                  {"status": 503, "body": '{"status": "loading"}'} if color and self.states[color] == "RUNNING" else
                  {"status": 0, "error": "FileNotFoundError: no socket"})
         answers = [{"path": spec["paths"][0], **first}]
@@ -183,9 +186,16 @@ class FakeTarget:
         return Result("".join(json.dumps(a) + "\n" for a in answers), "", 0)
 
 
+# The reference app's readiness and smoke query (deploy.toml), which settings given to fake_context add to.
+REFERENCE = {"local": {"root": "/home/pi/mh", "port": 8081},
+             "deploy": {"health_path": "/readyz", "smoke_path": "/api/v1/model", "smoke_contains": "{model_version}"}}
+
+
 def fake_context(settings: dict | None = None, **layout_options) -> tuple[Context, FakeTarget]:
     """A context of the local layout under /home/pi/mh on a fake target, with the fake's clock."""
-    loaded = check_settings({"local": {"root": "/home/pi/mh", "port": 8081}, **(settings or {})})
+    given = settings or {}
+    loaded = check_settings({section: {**REFERENCE.get(section, {}), **given.get(section, {})}
+                             for section in {*REFERENCE, *given}})
     layout = local_layout(loaded, user="pi", group="pi", home=Path("/home/pi"), **layout_options)
     target = FakeTarget(layout)
     target.files[layout.nginx_pid_file] = f"{NGINX_PID}\n"

@@ -48,6 +48,10 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+# The reference app's readiness and smoke query, as its deploy.toml has them: lines of [deploy].
+REFERENCE_DEPLOY = 'health_path = "/readyz"\nsmoke_path = "/api/v1/model"\nsmoke_contains = "{model_version}"\n'
+
+
 def app_checkout(repo: Path, settings: str) -> Path:
     """A git repository holding this checkout's tracked files (not the golden samples) and this
     deploy.toml, committed: what a user deploys."""

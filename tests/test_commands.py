@@ -108,3 +108,50 @@ def test_the_target_writes_a_file_with_its_mode_only_when_its_content_differs(tm
     assert path.read_text() == "FLASK_SECRET_KEY=x\n" and path.stat().st_mode & 0o777 == 0o600
     assert target.write(path, "FLASK_SECRET_KEY=x\n", mode=0o600) is False
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets.env"]  # nothing left beside it
+
+
+def test_kept_paths_become_links_into_the_data_directory_and_nothing_there_is_replaced(tmp_path):
+    data, old, new = tmp_path / "data", tmp_path / "old", tmp_path / "new"
+    (old / "instance").mkdir(parents=True)  # the live release of an older kit: its data inside it
+    (old / "instance" / "app.sqlite").write_text("the users' data")
+    (new / "instance").mkdir(parents=True)  # what the new release ships there
+    (new / "instance" / "app.sqlite").write_text("an empty database from git")
+    (new / "uploads").mkdir()
+    (new / "uploads" / ".keep").write_text("")
+
+    def keep(release: Path, seed: Path | None = None) -> str:
+        return subprocess.run(commands.keep_paths(release, data, ("instance", "uploads", "a/b"), None, seed),
+                              check=True, capture_output=True, text=True).stdout
+
+    assert keep(new, seed=old).split("\n")[:3] == ["made instance", "made uploads", "made a/b"]
+    assert (data / "instance" / "app.sqlite").read_text() == "the users' data"  # the live release's, first
+    assert (data / "uploads" / ".keep").exists() and (data / "a" / "b").is_dir()
+    for path in ("instance", "uploads", "a/b"):
+        assert (new / path).is_symlink() and (new / path).resolve() == data / path
+    (data / "uploads" / "photo.jpg").write_text("written by the app")
+    later = tmp_path / "later"
+    (later / "uploads").mkdir(parents=True)
+    (later / "uploads" / "photo.jpg").write_text("from git")
+    assert keep(later) == ""  # nothing made: everything is there
+    assert (data / "uploads" / "photo.jpg").read_text() == "written by the app" and (later / "uploads").is_symlink()
+
+
+def test_a_kept_path_that_is_a_file_in_the_release_is_refused(tmp_path):
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "uploads").write_text("a file")
+    result = subprocess.run(commands.keep_paths(tmp_path / "release", tmp_path / "data", ("uploads",), None),
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "uploads is a file in the release, not a directory" in result.stderr
+
+
+def test_the_releases_listing_reads_each_release_json_where_its_kit_put_it(tmp_path):
+    (tmp_path / "new" / ".modelhost").mkdir(parents=True)
+    (tmp_path / "new" / ".modelhost" / "release.json").write_text('{"id": "new"}')
+    (tmp_path / "new" / "release.json").write_text('{"id": "the app\'s own file"}')
+    (tmp_path / "old").mkdir()  # made before the kit had its own place
+    (tmp_path / "old" / "release.json").write_text('{"id": "old"}')
+    (tmp_path / ".partial").mkdir()
+    out = subprocess.run(commands.cat_releases(tmp_path, ".modelhost"), check=True, capture_output=True,
+                         text=True).stdout
+    assert sorted(json.loads(line)["id"] for line in out.splitlines() if line) == ["new", "old"]
+    assert subprocess.run(commands.cat_releases(tmp_path / "none", ".modelhost"), capture_output=True).returncode == 0

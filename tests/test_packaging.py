@@ -1,5 +1,5 @@
-"""A wheel built from the repository carries every template, and `fab render` works from it outside
-the checkout, byte for byte as the golden samples say."""
+"""A wheel built from the repository carries every template and the `modelhost` command, and its
+`render` works from it outside the checkout, byte for byte as the golden samples say."""
 from __future__ import annotations
 
 import os
@@ -31,14 +31,18 @@ def test_fab_render_from_an_installed_wheel_gives_the_golden_files(tmp_path):
                    check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "deploy.toml").write_text('[model]\nsize_mb = 120\n[nginx]\nserver_names = ["models.example.com"]\n')
+    (elsewhere / "deploy.toml").write_text('[model]\nsize_mb = 120\npath = "var/models/demo"\nenv = "FLASK_MODEL_PATH"\n'
+                                           '[nginx]\nserver_names = ["models.example.com"]\nstatic_dir = "app/static"\n')
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run([sys.executable, "-c", "import deploy.render as r; print(r.CONFIGS)"], cwd=elsewhere,
                            env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where == str(site / "deploy" / "configs")
-    result = subprocess.run([sys.executable, "-m", "fabric", "-r", str(site), "render", "--out", "out", "--target",
-                             "system", "--facts", str(FACTS)], cwd=elsewhere, env=env, capture_output=True,
-                            text=True, timeout=120)
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "modelhost = deploy.tasks:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # What the `modelhost` command runs, in a directory that is not a checkout of modelhost
+    result = subprocess.run([sys.executable, "-c", "from deploy.tasks import main; main()", "render", "--out", "out",
+                             "--target", "system", "--facts", str(FACTS)], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rendered = {p.relative_to(elsewhere / "out"): p.read_text() for p in (elsewhere / "out").rglob("*") if p.is_file()}
     assert rendered == {p.relative_to(GOLDEN): p.read_text() for p in GOLDEN.rglob("*") if p.is_file()}

@@ -34,7 +34,9 @@ def facts(name: str, **changes):
 
 
 def merged(*tables: dict) -> dict:
-    out: dict = {"model": {"size_mb": 120}}
+    # The reference app's settings (deploy.toml), with a model size that needs no model
+    out: dict = {"model": {"size_mb": 120, "path": "var/models/demo", "env": "FLASK_MODEL_PATH"},
+                 "nginx": {"static_dir": "app/static"}, "deploy": {"health_path": "/readyz"}}
     for table in tables:
         for section, values in table.items():
             out[section] = {**out.get(section, {}), **values}
@@ -135,8 +137,8 @@ def test_the_http2_form_follows_the_nginx_version():
 def test_the_worker_explanation_is_in_the_gunicorn_config_and_the_readme():
     apps, host = apps_for("host-tls")  # a 4 GB Pi 4 with 4 cores
     files = {f.path: f.content for f in render(apps, host)}
-    assert "workers = 9\n" in files["srv/modelhost/blue/gunicorn.conf.py"]
-    assert "2n+1 = 9 (4 cores); memory allows" in files["srv/modelhost/blue/gunicorn.conf.py"]
+    assert "workers = 9\n" in files["srv/modelhost/blue/.modelhost/gunicorn.conf.py"]
+    assert "2n+1 = 9 (4 cores); memory allows" in files["srv/modelhost/blue/.modelhost/gunicorn.conf.py"]
     assert f"- modelhost: {apps[0].plan.explanation}" in files["README.md"]
     assert "Raspberry Pi 4 Model B Rev 1.4" in files["README.md"]
 

@@ -1,6 +1,8 @@
-"""What a deploy ships: the git revision (clean, or dirty when asked) and the model, checked first."""
+"""What a deploy ships: the git revision (clean, or dirty when asked), its dependencies, and the
+model (any file or folder), checksummed here and checked against a manifest when it has one."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,7 +34,9 @@ def repo(tmp_path):
 def test_a_clean_checkout_ships_its_head(repo):
     source = read_source(LOCAL, repo)
     assert source.commit == git(repo, "rev-parse", "HEAD") and source.label == source.commit[:7]
-    assert source.tree == git(repo, "rev-parse", "HEAD^{tree}") and source.lock == "flask==3.0.0\n"
+    assert source.tree == git(repo, "rev-parse", "HEAD^{tree}")
+    assert source.requirements.file == repo / "requirements.lock"
+    assert "flask==3.0.0\n" in source.requirements.text and source.requirements.unpinned == ()
 
 
 def test_uncommitted_changes_are_refused_unless_asked_and_then_shipped_without_touching_the_checkout(repo):
@@ -60,17 +64,53 @@ def test_a_directory_without_a_revision_is_refused_saying_what_to_do(tmp_path, s
         read_source(LOCAL, tmp_path)
 
 
-def test_a_checkout_without_a_lock_file_is_refused(repo):
+def test_a_checkout_without_a_dependency_file_is_refused_saying_how_to_make_one(repo):
     git(repo, "rm", "-q", "requirements.lock")
     git(repo, "commit", "-qm", "no lock")
-    with pytest.raises(SourceError, match="has no requirements.lock: the release's Python environment"):
+    with pytest.raises(SourceError, match="no dependency file in .*: looked for requirements.lock, requirements.txt "
+                                          "and pyproject.toml"):
         read_source(LOCAL, repo)
+
+
+def test_the_dependency_file_named_in_the_settings_wins(repo):
+    (repo / "deps").mkdir()
+    (repo / "deps" / "prod.txt").write_text("numpy\n")
+    source = read_source(LOCAL, repo, requirements_file="deps/prod.txt")
+    assert source.requirements.file == repo / "deps" / "prod.txt" and source.requirements.unpinned == ("numpy",)
+
+
+def test_a_model_is_a_file_or_a_folder_identified_by_its_content(tmp_path):
+    (tmp_path / "model.pkl").write_bytes(b"pickle")
+    (tmp_path / "folder" / "sub").mkdir(parents=True)
+    (tmp_path / "folder" / "sub" / "weights.npy").write_bytes(b"weights")
+    one, folder = read_model(tmp_path / "model.pkl"), read_model(tmp_path / "folder")
+    assert (one.files, one.size_mb, one.version) == (1, 1, one.sha256[:12]) and folder.files == 1
+    assert read_model(tmp_path / "model.pkl") == one  # the same bytes, the same identity
+    (tmp_path / "model.pkl").write_bytes(b"pickle2")
+    assert read_model(tmp_path / "model.pkl").sha256 != one.sha256
+    (tmp_path / "folder" / "sub" / "weights.npy").rename(tmp_path / "folder" / "weights.npy")
+    assert read_model(tmp_path / "folder").sha256 != folder.sha256  # a file's path is part of it
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.pkl", r"no model at .*missing.pkl \(\[model\] path in deploy.toml\): put the model there, or set "
+                    r"\[model\] path = \"\""),
+    ("empty", "the model folder .*empty is empty"),
+])
+def test_a_missing_or_empty_model_is_refused_saying_what_to_do(tmp_path, name, message):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=message):
+        read_model(tmp_path / name)
 
 
 def test_a_damaged_model_is_refused_before_anything_is_shipped(demo_model, tmp_path):
     model = read_model(demo_model)
-    assert len(model.sha256) == 64 and model.version == model.sha256[:12]
+    assert len(model.sha256) == 64 and model.version == json.loads((demo_model / "manifest.json").read_text())["version"]
     damaged = Path(shutil.copytree(demo_model, tmp_path / "model"))
     (damaged / "centroids.npy").write_bytes((damaged / "centroids.npy").read_bytes()[:-1] + b"\0")
-    with pytest.raises(SourceError, match=r"centroids.npy does not match its sha256 .*\(\[model\] path in deploy.toml\)"):
+    with pytest.raises(SourceError, match=r"centroids.npy does not match its size or sha256 in manifest.json "
+                                          r".*\(\[model\] path in deploy.toml\)"):
+        read_model(damaged)
+    (damaged / "centroids.npy").unlink()
+    with pytest.raises(SourceError, match=r"centroids.npy is missing"):
         read_model(damaged)

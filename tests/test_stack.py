@@ -40,11 +40,12 @@ def stack(demo_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     port = free_port()
     facts = gather(Target(Context()))
-    common = {"local": {"root": str(root), "port": port}, "model": {"size_mb": 5}, "gunicorn": {"workers": 1}}
+    common = {"local": {"root": str(root), "port": port}, "gunicorn": {"workers": 1}, "deploy": {"health_path": "/readyz"},
+              "model": {"size_mb": 5, "path": "var/models/demo", "env": "FLASK_MODEL_PATH"}}
     apps = []
     for name, nginx in (("modelhost", {}),
                         ("words", {"prefix": "/words", "cache": True, "rate_limit": "2r/s", "rate_limit_burst": 2})):
-        settings = check_settings({**common, "app": {"name": name}, "nginx": nginx})
+        settings = check_settings({**common, "app": {"name": name}, "nginx": {"static_dir": "app/static", **nginx}})
         apps.append(plan_app(settings, local_layout(settings), facts))
     for app in apps:
         layout = app.layout
@@ -52,12 +53,12 @@ def stack(demo_model, tmp_path_factory):
             directory.mkdir(parents=True, exist_ok=True)
         layout.env_file.write_text("FLASK_SECRET_KEY=stack-test\n")
         for color in COLORS:  # a release: this checkout's app, this venv, the demo model, its gunicorn.conf.py
-            release = layout.release(color)
-            release.mkdir(parents=True)
-            for name, target in (("venv", Path(sys.prefix)), ("model", demo_model),
-                                 ("app", Path(__file__).resolve().parent.parent / "app")):
-                (release / name).symlink_to(target)
-            (release / "gunicorn.conf.py").write_text(render_gunicorn_conf(app))
+            kit = layout.kit(color)
+            (kit / "model").mkdir(parents=True)
+            (kit / "model" / "demo").symlink_to(demo_model)
+            (kit / "venv").symlink_to(sys.prefix)
+            (layout.release(color) / "app").symlink_to(Path(__file__).resolve().parent.parent / "app")
+            layout.gunicorn_conf(color).write_text(render_gunicorn_conf(app))
     for file in render(apps, facts)[1:]:
         file.destination.parent.mkdir(parents=True, exist_ok=True)
         file.destination.write_text(file.content)

@@ -3,6 +3,8 @@ release a rollback picks, what prune keeps, the secrets merge and the lock, in m
 The real end-to-end runs are in test_deploy.py (this machine) and test_remote.py (Debian hosts)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deploy import cutover, deployment, lock, parts, state
@@ -17,7 +19,8 @@ OLD, NEW = "20261130T120000-aaaaaaa", "20261201T120000-bbbbbbb"
 
 def release(id: str, model: str = "abc123") -> Release:
     return Release(id=id, revision=id[-7:], identity=id, venv="venv1", model=model, model_version="v1",
-                   workers=2, explanation="2 workers set in deploy.toml", created="2026-12-01T12:00:00Z")
+                   workers=2, explanation="2 workers set in deploy.toml", created="2026-12-01T12:00:00Z",
+                   kit_dir=".modelhost")
 
 
 def app_of(ctx) -> App:
@@ -77,7 +80,7 @@ def test_a_release_that_never_gets_ready_is_stopped_and_nginx_is_not_touched(fak
     with pytest.raises(DeployError) as error:
         cutover.activate(ctx, release(NEW), app_of(ctx))
     message = str(error.value)
-    assert "modelhost-green did not answer /readyz with 200 within 5 s ([deploy] ready_timeout)" in message
+    assert "modelhost-green did not answer GET /readyz with 200 within 5 s ([deploy] ready_timeout)" in message
     assert f"the release {NEW} was not activated; what was serving still is" in message
     assert "last lines of /home/pi/mh/modelhost/log/green.log" in message
     assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
@@ -94,10 +97,39 @@ def test_a_program_that_dies_while_loading_is_reported_at_once(fake):
     assert target.now < 5  # it did not wait for the ready timeout
 
 
+def test_a_health_path_that_answers_404_fails_at_once_saying_what_to_set(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.routes = False
+    with pytest.raises(DeployError, match=r"modelhost-green answers GET /readyz with 404: the app has no such route. "
+                                          r"Set \[deploy\] health_path to a route"):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert target.now == 0 and target.states == {"blue": "RUNNING", "green": "STOPPED"}
+
+
+def test_a_program_that_exits_while_starting_fails_at_once(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.ready["green"] = False
+    target.answer(r"supervisorctl .* status modelhost-green", "modelhost-green   BACKOFF   Exited too quickly\n", 3)
+    with pytest.raises(DeployError, match=r"modelhost-green exited before it was ready \(BACKOFF\): the app fails"):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert target.now <= 2  # one round of the probe, not the ready timeout
+
+
+def test_without_a_health_path_any_answer_below_500_to_get_slash_is_ready():
+    ctx, target = fake_context({"deploy": {"health_path": "", "smoke_path": ""}})
+    target.routes = False  # GET / answers 404: the app is up, it just has no page there
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert step.changed and target.states["blue"] == "RUNNING"
+    asked = [json.loads(c.split(" ", 1)[1]) for c in target.ran("^probe ")]
+    assert {(a["paths"][0], a["ready"]) for a in asked} == {("/", "answer")}
+
+
 @pytest.mark.parametrize("smoke, problem", [
-    ({"status": 500, "body": "Internal Server Error"}, "GET /api/v1/model: 500 Internal Server Error"),
+    ({"status": 500, "body": "Internal Server Error"}, r"GET /api/v1/model: 500 \(not 200\) Internal Server Error"),
     ({"status": 200, "body": '{"version": "old", "sha256": "fff"}'},
-     "GET /api/v1/model: it serves model old, not the deployed v1"),
+     "GET /api/v1/model: the answer does not contain 'v1'"),
 ])
 def test_a_failed_smoke_query_keeps_the_old_release_serving(fake, smoke, problem):
     ctx, target = fake
@@ -180,13 +212,16 @@ def test_a_rollback_goes_to_the_newest_older_release_that_has_been_live(current,
 
 def test_prune_keeps_the_newest_the_colors_and_the_rollback_target():
     pointers = Pointers("green", {"blue": IDS[0], "green": IDS[6]})
+    kept = state.kept(RELEASES, pointers, went_live(0, 2, 5, 6), keep=2)
+    assert kept == {IDS[5], IDS[6], IDS[0]}
+    # Releases that never went live are not kept, and do not count: the live ones before them are kept
     kept = state.kept(RELEASES, pointers, went_live(0, 2, 6), keep=2)
-    assert kept == {IDS[5], IDS[6], IDS[0], IDS[2]}
+    assert kept == {IDS[2], IDS[6], IDS[0]}
 
 
 def test_a_rollback_without_an_earlier_live_release_says_so(fake):
     ctx, target = fake
-    target.answer(r"^find ", "".join(__import__("json").dumps(vars(r)) + "\n" for r in RELEASES[:2]))
+    target.answer(r"^sh -c 'for r in", "".join(json.dumps(vars(r)) + "\n" for r in RELEASES[:2]))
     live_on_blue(ctx, target, IDS[1])
     with pytest.raises(DeployError, match=f"nothing to roll back to on fake: no release older than {IDS[1]}"):
         deployment.rollback_target(ctx, None)
@@ -198,7 +233,8 @@ def test_a_rollback_without_an_earlier_live_release_says_so(fake):
 def test_prune_removes_releases_environments_and_models_no_kept_release_uses(fake):
     ctx, target = fake
     old = [release(IDS[0], model="m-old"), *RELEASES[1:4]]
-    target.answer(r"^find ", "".join(__import__("json").dumps(vars(r)) + "\n" for r in old))
+    target.answer(r"^sh -c 'for r in", "".join(json.dumps(vars(r)) + "\n" for r in old))
+    target.files[ctx.layout.history] = "".join(json.dumps(h) + "\n" for h in went_live(0, 1, 2, 3))
     target.answer(r"^ls -A \S+/releases$", "\n".join(IDS[:4]) + "\n.20261201T000000-x.partial\n")
     target.answer(r"^ls -A \S+/models$", "m-old\nabc123\n")
     target.answer(r"^ls -A \S+/venvs$", "venv1\n")
@@ -209,6 +245,53 @@ def test_prune_removes_releases_environments_and_models_no_kept_release_uses(fak
     assert target.ran("^rm ") == [f"rm -rf -- {root}/releases/{IDS[0]} {root}/releases/{IDS[1]} "
                                   f"{root}/releases/.20261201T000000-x.partial {root}/models/m-old"]
     assert ctx.steps[-1].detail == "removed 3 releases, removed 1 models"
+
+
+# ---- the release command and one-off commands --------------------------------------------------
+
+def test_a_failing_release_command_stops_the_deploy_with_its_output_and_runs_again_next_time():
+    ctx, target = fake_context({"deploy": {"release_command": "flask --app notes init-db"}})
+    target.answer(r"runuser|flask --app notes init-db", "", 1, "sqlite3.OperationalError: unable to open database\n")
+    with pytest.raises(DeployError, match=r"(?s)the release command 'flask --app notes init-db' failed in .* "
+                                          r"\(exit 1\); the release was not started.*unable to open database"):
+        parts.ensure_release_command(ctx, release(NEW), app_of(ctx))
+    assert not target.ran("start modelhost") and not target.ran(r"^touch .*release-command.done")
+    target.answer(r"flask --app notes init-db", "Initialized the database.\n")
+    parts.ensure_release_command(ctx, release(NEW), app_of(ctx))
+    assert ctx.steps[-1].changed and ctx.steps[-1].detail.endswith("Initialized the database.")
+    done = ctx.layout.releases / NEW / ".modelhost" / "release-command.done"
+    assert target.ran(f"^touch -- {done}$")
+
+
+def test_the_command_runs_in_the_release_with_the_apps_environment_and_secrets(fake):
+    ctx, target = fake
+    ctx.settings.app.env = {"FLASK_LOG_LEVEL": "DEBUG"}
+    path = ctx.layout.releases / NEW
+    argv = parts.app_command(ctx, app_of(ctx), path, "flask routes")
+    assert argv[:2] == ["env", "-i"] and argv[-3:] == ["sh", "-c", "flask routes"]  # no user switch on this machine
+    env = dict(a.split("=", 1) for a in argv[2:argv.index(f"{path}/.modelhost/venv/bin/python")])
+    assert env["DATA_DIR"] == str(ctx.layout.data_dir) and env["FLASK_LOG_LEVEL"] == "DEBUG"
+    assert env["PATH"].startswith(f"{path}/.modelhost/venv/bin:")
+    assert argv[argv.index("-c") + 2:argv.index("-c") + 4] == [str(ctx.layout.env_file), str(path)]
+
+
+@pytest.mark.parametrize("live, wanted, expected", [
+    (IDS[1], None, IDS[1]),  # the live one
+    (None, None, IDS[2]),  # none went live yet: the newest (a first deploy that never got ready)
+    (IDS[1], IDS[0], IDS[0]),  # the one asked for
+])
+def test_run_picks_the_live_release_else_the_newest(fake, live, wanted, expected):
+    ctx, target = fake
+    target.answer(r"^sh -c 'for r in", "".join(json.dumps(vars(r)) + "\n" for r in RELEASES[:3]))
+    if live:
+        live_on_blue(ctx, target, live)
+    chosen, argv = deployment.run_command(ctx, "true", wanted)
+    assert chosen.id == expected and str(ctx.layout.releases / expected) in argv
+
+
+def test_run_without_any_release_says_to_deploy_first(fake):
+    with pytest.raises(DeployError, match="no release on fake yet: fab deploy makes one"):
+        deployment.run_command(fake[0], "true")
 
 
 # ---- secrets -----------------------------------------------------------------------------------

@@ -78,20 +78,25 @@ def test_an_explicit_number_wins_and_is_warned_about_above_the_memory_cap(explic
     assert ("more than memory allows" in plan.explanation) == warned
 
 
-def test_model_size_is_the_sum_of_the_manifest_files_rounded_up(tmp_path):
-    files = {"vectors.kv": {"bytes": 3 * 1024 * 1024}, "vectors.kv.vectors.npy": {"bytes": 117 * 1024 * 1024 + 1}}
-    (tmp_path / "manifest.json").write_text(json.dumps({"files": files}))
-    assert model_size_mb(tmp_path) == 121
+@pytest.mark.parametrize("files, expected", [
+    ({"vectors.kv": 3 * 1024 * 1024, "sub/vectors.kv.vectors.npy": 117 * 1024 * 1024 + 1}, 121),
+    ({"model.pkl": 10}, 1),
+])
+def test_model_size_is_the_sum_of_its_files_rounded_up(tmp_path, files, expected):
+    for name, size in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * size)
+    assert model_size_mb(tmp_path) == expected
+    if len(files) == 1:  # a model that is one file
+        assert model_size_mb(tmp_path / next(iter(files))) == expected
 
 
-def test_model_size_errors_say_how_to_fix_them(tmp_path):
-    with pytest.raises(ModelSizeError, match=r"no model at .* build it \(fab build-model\), or set \[model\] size_mb"):
-        model_size_mb(tmp_path)
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ModelSizeError, match=r"cannot read the model's size from .*manifest.json"):
-        model_size_mb(tmp_path)
+def test_a_missing_model_says_how_to_fix_it(tmp_path):
+    with pytest.raises(ModelSizeError, match=r"no model at .*model.pkl \(\[model\] path in deploy.toml\): put it "
+                                             r"there, or set \[model\] size_mb"):
+        model_size_mb(tmp_path / "model.pkl")
 
 
-def test_the_demo_model_size_comes_from_its_manifest(demo_model):
-    total = sum(path.stat().st_size for path in demo_model.iterdir() if path.name != "manifest.json")
+def test_the_demo_model_size_counts_every_file(demo_model):
+    total = sum(path.stat().st_size for path in demo_model.iterdir())
     assert model_size_mb(demo_model) == -(-total // (1024 * 1024))

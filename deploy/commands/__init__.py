@@ -12,13 +12,13 @@ checks it. By tool:
     probe     HTTP checks run on the target (deploy/probe.py)
     git       what a release ships, read on the machine that runs `fab`
 """
-from deploy.commands.fs import (append_line, cat, cat_all, ensure_directories, exists, exists_or_dangling_link,
-                                install, listing, make_directory, move, parse_ensure_directories, parse_links,
+from deploy.commands.fs import (append_line, cat, cat_releases, ensure_directories, exists, exists_or_dangling_link,
+                                install, keep_paths, link_missing, listing, make_directory, move, parse_ensure_directories, parse_links,
                                 read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
                                 tar_extract, temporary_file, touch)
 from deploy.commands.git import archive, changed_files, git, stash_commit
-from deploy.commands.host import (CLEAN_PATH, add_system_user, add_to_group, alive, apt_get, children, groups,
-                                  make_venv, missing_for_deploy, missing_packages, now, passwd_entry,
+from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app,
+                                  children, groups, make_venv, missing_for_deploy, missing_packages, now, passwd_entry,
                                   passwordless_sudo, pip_install, python_has_venv, service, user_id)
 from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_signed
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe

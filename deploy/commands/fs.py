@@ -84,9 +84,37 @@ def append_line(path: Path, line: str) -> list[str]:
     return ["sh", "-c", 'printf "%s\\n" "$1" >> "$2"', "sh", line, str(path)]
 
 
-def cat_all(directory: Path, name: str) -> list[str]:
-    """Prints every directory/*/name (each release's release.json), nothing when there are none."""
-    return ["find", str(directory), "-mindepth", "2", "-maxdepth", "2", "-name", name, "-exec", "cat", "{}", "+"]
+def cat_releases(directory: Path, kit_dir: str) -> list[str]:
+    """Prints each release's release.json, one per line: <release>/<kit_dir>/release.json, or for a
+    release made before the kit had its own place, <release>/release.json. Nothing when there are none."""
+    script = ('for r in "$1"/*/; do if [ -d "$r$2" ]; then f="$r$2/release.json"; else f="${r}release.json"; fi; '
+              '[ -f "$f" ] && cat "$f" && echo; done; true')
+    return ["sh", "-c", script, "sh", str(directory), kit_dir]
+
+
+def link_missing(target: str | Path, link: Path) -> list[str]:
+    """Point link at target unless something is at link already (the app's own file wins)."""
+    script = '[ -e "$2" ] || [ -L "$2" ] || { mkdir -p "$(dirname "$2")" && ln -s "$1" "$2"; }'
+    return ["sh", "-c", script, "sh", str(target), str(link)]
+
+
+def keep_paths(release: Path, data_dir: Path, paths: tuple[str, ...], owner: str | None,
+               seed: Path | None = None) -> list[str]:
+    """Each path of the release becomes a link to the same path under data_dir, kept across releases.
+
+    A path missing under data_dir is made, with the files the release ships there (or, when seed is
+    given, the ones the seed release has there as a directory of its own: its data from before
+    the kit kept it); files already there are never replaced. Prints "made PATH" for each one made.
+    """
+    script = ('r=$1 d=$2 o=$3 s=$4; shift 4; for p; do '
+              'if [ ! -d "$d/$p" ]; then mkdir -p "$d/$p" || exit 1; '
+              'for from in "$s/$p" "$r/$p"; do [ -n "${from%%/$p}" ] && [ -d "$from" ] && [ ! -L "$from" ] && '
+              '{ cp -a "$from/." "$d/$p/" || exit 1; break; }; done; '
+              '[ -z "$o" ] || chown -R "$o:$o" "$d/${p%%/*}" || exit 1; echo "made $p"; fi; '
+              '[ -L "$r/$p" ] || [ ! -e "$r/$p" ] || [ -d "$r/$p" ] || '
+              '{ echo "$p is a file in the release, not a directory" >&2; exit 1; }; '
+              'rm -rf "$r/$p" && mkdir -p "$(dirname "$r/$p")" && ln -sfn "$d/$p" "$r/$p" || exit 1; done')
+    return ["sh", "-c", script, "sh", str(release), str(data_dir), owner or "", str(seed or ""), *paths]
 
 
 def read_links(root: Path, names: tuple[str, ...] = ("current", *COLORS)) -> list[str]:
@@ -118,10 +146,12 @@ def parse_ensure_directories(output: str) -> tuple[list[str], list[str]]:
             [line.split()[1] for line in lines if line.startswith("set ")])
 
 
-def tar_create(tar: Path, directory: Path) -> list[str]:
-    """A tar file of a directory's content, readable by everyone once unpacked whatever the modes
-    here (a private temporary directory, say), owned by nobody in particular."""
-    return ["tar", "-cf", str(tar), "--owner=0", "--group=0", "--mode=u+rwX,go+rX,go-w", "-C", str(directory), "."]
+def tar_create(tar: Path, directory: Path, name: str = ".", dereference: bool = False) -> list[str]:
+    """A tar file of name in directory (all of it by default), readable by everyone once unpacked
+    whatever the modes here (a private temporary directory, say), owned by nobody in particular;
+    with dereference, the files links point at rather than the links."""
+    return ["tar", "-cf", str(tar), *(["--dereference"] if dereference else []), "--owner=0", "--group=0",
+            "--mode=u+rwX,go+rX,go-w", "-C", str(directory), name]
 
 
 def tar_extract(tar: Path, directory: Path) -> list[str]:

@@ -96,6 +96,31 @@ def pip_install(venv: Path, requirements: Path) -> list[str]:
             str(requirements)]
 
 
+# Loads NAME=value lines of the secrets file into the environment (as gunicorn.conf.py does: a
+# value already set wins), then runs the command in the release directory.
+WITH_SECRETS = """import os, sys
+secrets, directory, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    with open(secrets, encoding="utf-8") as lines:
+        for line in lines:
+            name, sep, value = line.strip().partition("=")
+            if sep and not name.startswith("#"):
+                os.environ.setdefault(name.strip(), value.strip())
+except FileNotFoundError:
+    pass
+os.chdir(directory)
+os.execvp(argv[0], argv)
+"""
+
+
+def as_app(python: Path, user: str | None, env: dict, secrets: Path, directory: Path, command: str) -> list[str]:
+    """A shell command run in directory as the app's user (None: the user running it), with only
+    env and the secrets file's values as its environment, by the release's own Python."""
+    switch = ["runuser", "-u", user, "--"] if user else []
+    return [*switch, "env", "-i", *(f"{k}={v}" for k, v in env.items()), str(python), "-c", WITH_SECRETS,
+            str(secrets), str(directory), "sh", "-c", command]
+
+
 def now() -> list[str]:
     """The target's clock, as journalctl --since reads it."""
     return ["date", "+%Y-%m-%d %H:%M:%S"]

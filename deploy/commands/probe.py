@@ -8,10 +8,10 @@ PROBE_SOURCE = (Path(__file__).resolve().parent.parent / "probe.py").read_text(e
 
 
 def probe(python: str, *, paths: list[str], socket: Path | None = None, address: str = "127.0.0.1", port: int = 0,
-          tls: bool = False, host: str = "localhost", wait: float = 0) -> list[str]:
-    """Asks paths[0] until it answers 200 (up to wait seconds), then the rest once; see deploy/probe.py."""
+          tls: bool = False, host: str = "localhost", wait: float = 0, ready: str = "ok") -> list[str]:
+    """Asks paths[0] until it is ready (up to wait seconds), then the rest once; see deploy/probe.py."""
     spec = {"socket": str(socket or ""), "address": address, "port": port, "tls": tls, "host": host,
-            "paths": paths, "wait": wait}
+            "paths": paths, "wait": wait, "ready": ready}
     return [python, "-c", PROBE_SOURCE, json.dumps(spec)]
 
 

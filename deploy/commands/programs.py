@@ -71,7 +71,7 @@ def supervisor_parse(python: str, conf: Path) -> list[str]:
 # ---- systemd ------------------------------------------------------------------------------------
 
 # systemd's view of a unit, as `systemctl show` prints it (KEY=value lines).
-UNIT_PROPERTIES = "ActiveState,MainPID,ActiveEnterTimestamp"
+UNIT_PROPERTIES = "ActiveState,SubState,MainPID,ActiveEnterTimestamp"
 # systemd's ActiveState in supervisor's words, which the deploy speaks.
 UNIT_STATES = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNNING", "deactivating": "STOPPING",
                "inactive": "STOPPED", "failed": "FATAL"}
@@ -88,7 +88,10 @@ def parse_unit_status(output: str) -> tuple[str, int | None, str]:
     unit = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     pid = int(unit.get("MainPID", "0") or 0)
     since = unit.get("ActiveEnterTimestamp", "")
-    return (UNIT_STATES.get(unit.get("ActiveState", ""), "DOWN"), pid or None,
+    state = UNIT_STATES.get(unit.get("ActiveState", ""), "DOWN")
+    if unit.get("SubState") == "auto-restart":  # it exited and systemd starts it again soon
+        state = "BACKOFF"
+    return (state, pid or None,
             f"since {since}" if pid and since else "")
 
 

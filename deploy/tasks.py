@@ -1,0 +1,368 @@
+"""The kit's tasks, for Fabric: `modelhost TASK` in any app's checkout (or `fab TASK` in modelhost's
+own). `modelhost --list` shows them; `modelhost --help TASK` shows a task's options; `-H user@host`
+acts on hosts over SSH, with no -H on this machine.
+
+Only this module (and fabfile.py) prints to the user; the deploy library raises errors that say
+what is wrong, and they are shown here as one message and a non-zero exit.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fabric import Config, Executor, task
+from fabric.main import Fab
+from invoke import Collection, Context
+from invoke.exceptions import Exit
+
+from deploy import commands, context, deployment, discover, lock, settings as deploy_settings, state
+from deploy.context import DeployError, Step
+from deploy.facts import FactsError, gather, parse_facts
+from deploy.layout import local_layout, system_layout
+from deploy.provision import provision as provision_host
+from deploy.render import README_TITLE, RenderError, plan_app, render as render_files
+from deploy.requirements import unpinned_message
+from deploy.source import SourceError, read_model, read_source
+from deploy.target import CommandFailed, Target, TargetError, check_host_keys
+from deploy.validate import ValidationError, check_rendered
+from deploy.workers import ModelSizeError, model_size_mb
+
+
+def default_settings() -> Path:
+    """./deploy.toml (every setting at its default when there is none)."""
+    return Path.cwd() / deploy_settings.SETTINGS_FILE
+
+
+@dataclass(frozen=True)
+class Buildable:
+    """A model a checkout knows how to make (modelhost's demo): made before a task reads it."""
+    path: Path
+    build: Callable[[], None]
+    hints: Callable[[str], str]  # what to try on the site at a URL
+
+
+BUILDABLE: list[Buildable] = []  # fabfile.py adds the demo's
+
+
+def buildable(model_path: Path) -> Buildable | None:
+    return next((b for b in BUILDABLE if b.path == model_path.resolve()), None)
+
+
+def model_path(settings) -> Path | None:
+    """[model] path, made absolute from deploy.toml's directory (None when the app has no model); a
+    model this checkout knows how to make (the demo's) is made first if need be."""
+    if not settings.model.path:
+        return None
+    path = Path(settings.source).resolve().parent / settings.model.path
+    made = buildable(path)
+    if made:
+        made.build()
+    return path
+
+
+# Errors the deploy library raises, each message saying what is wrong and what to do, and the
+# errors of paths the user gave. Any other exception is a bug, shown with its traceback.
+ERRORS = (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError, CommandFailed,
+          SourceError, DeployError, TargetError, discover.DiscoveryError, FileNotFoundError, FileExistsError, PermissionError,
+          IsADirectoryError, NotADirectoryError)
+
+
+def remote(c) -> bool:
+    """fab -H: the task acts on a host over SSH (c is a Fabric Connection), with its keys checked."""
+    if not hasattr(c, "host"):
+        return False
+    check_host_keys(c)
+    return True
+
+
+def host_facts(c, facts_file: str | None):
+    """The target's facts (or a captured FACTS_COMMAND output, to render for another host)."""
+    return parse_facts(Path(facts_file).read_text()) if facts_file else gather(Target(c))
+
+
+def prepare_output(out: Path) -> None:
+    """Refuse to write over anything but an earlier render; an earlier render is replaced whole."""
+    if out.exists() and any(out.iterdir()):
+        readme = out / "README.md"
+        if not (readme.is_file() and readme.read_text().startswith(README_TITLE)):
+            raise Exit(f"error: {out} is not empty and is not an earlier `fab render` output; "
+                       "choose an empty or new directory", code=2)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@task(iterable=["settings"], help={
+    "out": "directory to write the configs into (new, empty, or an earlier render, which is replaced)",
+    "settings": "deploy.toml of an app (default ./deploy.toml); repeat to render several apps for one host",
+    "target": "local (this machine, no root; the default without -H) or system (a Debian/Ubuntu/Pi OS host's "
+              "paths; the default with -H, whose facts are read over SSH)",
+    "facts": "a file with the output of deploy.facts.FACTS_COMMAND from the host to render for",
+    "check": "validate with nginx -t, supervisor's parser, gunicorn --check-config, systemd-analyze first",
+    "live": "the color nginx sends traffic to: blue (default) or green"})
+def render(c, out, settings=None, target=None, facts=None, check=False, live="blue"):
+    """Render every config of the target (nginx, supervisor or systemd, gunicorn) into OUT, with a README."""
+    target = target or ("system" if remote(c) else "local")
+    if target not in ("local", "system"):
+        raise Exit(f"error: --target {target}: must be local or system", code=2)
+    try:
+        host = host_facts(c, facts)
+        apps = []
+        for path in settings or [default_settings()]:
+            loaded = deploy_settings.load(path)
+            layout = local_layout(loaded) if target == "local" else system_layout(loaded)
+            if loaded.model.size_mb == "auto":
+                model_path(loaded)  # the worker rule needs the model's size
+            apps.append(plan_app(loaded, layout, host, Path(path).resolve().parent))
+        files = render_files(apps, host, live)
+        print(f"host: {host.describe()}")
+        for app in apps:
+            print(f"{app.layout.app} workers: {app.plan.explanation}")
+        if check:
+            with tempfile.TemporaryDirectory(prefix="modelhost-check-") as scratch:
+                for line in check_rendered(Target(Context()), apps, host, Path(scratch), live):
+                    print(f"checked: {line}")
+    except ERRORS as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    out = Path(out)
+    prepare_output(out)
+    for file in files:
+        (out / file.path).parent.mkdir(parents=True, exist_ok=True)
+        (out / file.path).write_text(file.content)
+    print(f"wrote {len(files)} files to {out}; {out / 'README.md'} says where each one goes")
+
+
+# ---- deploying: with -H user@host to hosts over SSH, else to this machine (the local target) -------
+
+def print_step(step: Step) -> None:
+    outcome = "failed" if step.failed else "changed" if step.changed else "unchanged"
+    print(f"  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
+
+
+def target_context(c, settings_file: str | None) -> context.Context:
+    """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
+    user is not root), or this machine."""
+    settings = deploy_settings.load(settings_file or default_settings())
+    if remote(c):
+        return context.Context(Target(c, root=True), settings, system_layout(settings), report=print_step)
+    return context.Context(Target(c), settings, local_layout(settings), report=print_step)
+
+
+def where(d: context.Context) -> str:
+    return f"{d.target.name} ({d.layout.root})" if d.target.remote else f"{d.layout.host_root} (this machine)"
+
+
+def summary(d: context.Context, started: float) -> str:
+    changed = sum(step.changed for step in d.steps)
+    return f"{changed} of {len(d.steps)} steps changed something, {time.monotonic() - started:.1f} s"
+
+
+def task_errors(function):
+    """Runs a task body; a deploy library error ends it with its message and exit status 1."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ERRORS as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+    return run
+
+
+SETTINGS_HELP = "the app's deploy.toml (default ./deploy.toml); the app is the git checkout holding it"
+BREAK_LOCK_HELP = "remove a deploy lock left by a deploy that was killed (see the holder in the error) first"
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def provision(c, settings=None):
+    """Prepare a host (-H user@host) for the app: packages, its user, directories, services. Safe to repeat."""
+    started = time.monotonic()
+    d = target_context(c, settings)
+    if not d.target.remote:
+        raise Exit("error: provision prepares a host: fab -H user@host provision. This machine (no -H) needs no "
+                   "provisioning: fab deploy sets it up, without root", code=2)
+    print(f"provisioning {d.target.name} for {d.settings.app.name}: {d.facts.describe()}", flush=True)
+    provision_host(d)
+    print(f"{d.target.name} is ready for fab deploy: {summary(d, started)}")
+
+
+def unlock(d: context.Context) -> None:
+    holder = lock.break_lock(d)
+    print(f"removed the deploy lock on {d.target.name}" + (f" ({holder})" if holder else " (there was none)"))
+
+
+@task(help={"settings": SETTINGS_HELP,
+            "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)",
+            "break_lock": BREAK_LOCK_HELP})
+@task_errors
+def deploy(c, settings=None, allow_dirty=False, break_lock=False):
+    """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
+    started = time.monotonic()
+    d = target_context(c, settings)
+    if break_lock:
+        unlock(d)
+    path = model_path(d.settings)
+    source = read_source(d.local, Path(d.settings.source).resolve().parent, allow_dirty, d.settings.app.requirements)
+    model = read_model(path) if path else None
+    warning = unpinned_message(source.requirements)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
+    release = deployment.deploy(d, source, model, dict(os.environ))
+    print(f"{release.id} is live on {d.target.name}: {summary(d, started)}\n{site_lines(d, path)}")
+
+
+def site_lines(d: context.Context, path: Path | None) -> str:
+    """Where the site is, how its health is checked, and what to try (the demo's hints for the demo)."""
+    health, _ = deployment.health(d)
+    lines = [f"open {d.url}   (health: {d.url.rstrip('/')}{health})"]
+    if d.target.remote and not d.reached_from_elsewhere:
+        lines.append(f"the site answers only the names in [nginx] server_names "
+                     f"({', '.join(d.settings.nginx.server_names)}): set them to {d.target.name}'s DNS name "
+                     "(or address) to reach it from elsewhere, then fab deploy")
+    made = buildable(path) if path else None
+    if made:
+        lines.append(made.hints(d.url))
+    return "\n".join(lines)
+
+
+@task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
+            "break_lock": BREAK_LOCK_HELP})
+@task_errors
+def rollback(c, settings=None, to=None, break_lock=False):
+    """Make the previous release live again (the same gated cutover as a deploy)."""
+    d = target_context(c, settings)
+    if break_lock:
+        unlock(d)
+    release = deployment.rollback(d, to)
+    print(f"{release.id} is live again on {d.target.name}")
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def status(c, settings=None):
+    """Show what runs: supervisord, both gunicorn programs, the live release, readiness, nginx."""
+    d = target_context(c, settings)
+    s = deployment.status(d)
+    width = max(len(p.name) for p in s.programs) + 2
+    print(f"{d.settings.app.name} on {s.target}: {s.url}")
+    if s.manager:
+        print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}")
+    for program in s.programs:
+        live = " (live)" if program.color == s.live else ""
+        pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
+        print(f"  {program.name:<{width}}{program.state:<9}{pid:<24}release {program.release or '-'}{live}")
+    if s.release:
+        print(f"  {'release':<{width}}{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
+              f"{s.release.workers} workers ({s.release.explanation})")
+    print(f"  {'ready':<{width}}{s.ready + f'  (GET {s.health})' if s.ready else 'no live program'}")
+    print(f"  {'nginx':<{width}}{'pid ' + str(s.nginx) if s.nginx else 'not running'}"
+          + (f"; {s.health} through nginx: {s.through_nginx}" if s.nginx else ""))
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def releases(c, settings=None):
+    """List the releases on the target, newest first, with the live and idle colors marked."""
+    d = target_context(c, settings)
+    found = state.releases(d)
+    print(f"releases of {d.settings.app.name} on {d.target.name}:")
+    if not found:
+        print("  none yet: fab deploy makes one")
+        return
+    pointers = state.pointers(d)
+    results = {h["release"]: h["result"] for h in state.history(d)}
+    for release in reversed(found):
+        marks = [f"{color}{' (live)' if color == pointers.live else ''}" for color, id in pointers.release.items()
+                 if id == release.id]
+        print(f"  {release.id:<32}model {release.model_version:<14}{release.workers} workers  "
+              f"{results.get(release.id, 'never live'):<11}{', '.join(marks)}")
+
+
+@task(help={"settings": SETTINGS_HELP,
+            "what": "app (the live gunicorn and the app, default; gunicorn is the same), nginx, or supervisord",
+            "lines": "how many lines (default 50)", "follow": "keep printing new lines (Ctrl-C stops)"})
+@task_errors
+def logs(c, settings=None, what="app", lines=50, follow=False):
+    """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
+    d = target_context(c, settings)
+    argv = deployment.log_command(d, what, int(lines), follow)
+    if follow:
+        d.target.stream(argv)
+    else:
+        result = d.run(argv, check=False)
+        print((result.stdout + result.stderr).rstrip())
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def diff(c, settings=None):
+    """Show how the rendered configs differ from the target's files (a unified diff); changes nothing."""
+    d = target_context(c, settings)
+    path = model_path(d.settings)
+    diffs = deployment.diff(d, model_size_mb(path) if path else 0)
+    print("".join(diffs).rstrip() if diffs else f"no differences: the configs on {d.target.name} are as rendered")
+
+
+@task(help={"settings": SETTINGS_HELP})
+@task_errors
+def stop(c, settings=None):
+    """Stop the app's gunicorn programs (on this machine also the supervisord and nginx it started)."""
+    pids = deployment.stop(target_context(c, settings))
+    print(f"stopped {len(pids)} processes ({', '.join(map(str, pids))})" if pids else "nothing was running")
+
+
+@task(help={"settings": SETTINGS_HELP, "release": "the release to run in (default: the live one; before any went "
+            "live, the newest)"})
+@task_errors
+def run(c, command, settings=None, release=None):
+    """Run COMMAND in the live release as the app, with its environment and secrets; exits with its status.
+
+    COMMAND is one shell command, quoted: a migration, init-db, a shell."""
+    d = target_context(c, settings)
+    chosen, argv = deployment.run_command(d, command, release)
+    print(f"running in {chosen.id} on {d.target.name} as {d.layout.secrets_owner or d.layout.user}: {command}",
+          file=sys.stderr, flush=True)
+    status = d.target.stream(argv, stdin=True)
+    if status:
+        raise Exit(code=status)
+
+
+@task(help={"out": "where to write the settings (default ./deploy.toml; an existing file is never replaced)"})
+def init(c, out=deploy_settings.SETTINGS_FILE):
+    """Write a commented deploy.toml for the app in this directory, saying what was found and guessed."""
+    checkout = Path.cwd()
+    out = Path(out)
+    if out.exists():
+        raise Exit(f"error: {out} exists, and init never replaces it: move it away, or write the new one "
+                   f"elsewhere to compare (modelhost init --out deploy.new.toml)", code=2)
+    local = Target(Context())
+    listed = local.run(commands.git(checkout, "ls-files", "-z"), check=False)
+    tracked = set(filter(None, listed.stdout.split("\0"))) if listed.exited == 0 else None
+    try:
+        found = discover.discover(checkout, tracked)
+    except ERRORS as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    for line in discover.report(found):
+        print(line)
+    out.write_text(discover.deploy_toml(found), encoding="utf-8")
+    print(f"wrote {out}: read it, change what was guessed wrong, then `modelhost deploy` "
+          "(or `modelhost -H user@host provision deploy`)")
+
+
+def main() -> None:
+    """The `modelhost` command: Fabric's own program (its options: -H, -S, --prompt-for-sudo-password,
+    ...) with these tasks."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        kit = version("modelhost")
+    except PackageNotFoundError:
+        kit = "unknown"
+    Fab(name="modelhost", version=kit, namespace=Collection.from_module(sys.modules[__name__]),
+        executor_class=Executor, config_class=Config).run()
