@@ -30,7 +30,8 @@ DATA_DIR_NAMES = frozenset({"uploads", "upload", "data", "media", "db", "databas
 DATABASE_FILE = re.compile(r".*\.(db|sqlite|sqlite3)")
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL|DSN$")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-NOT_APP_ENV = frozenset({"MODEL_PATH", "DATA_DIR", "PATH", "HOME", "PORT", "HOST", "PWD", "USER"})  # the kit's or the system's
+# Set by the kit or the system, not by the app's [app.env]
+NOT_APP_ENV = frozenset({"MODEL_PATH", "DATA_DIR", "PATH", "HOME", "PORT", "HOST", "PWD", "USER"})
 # Flask CLI commands that look like a schema setup or migration, a release_command's usual job.
 DATABASE_COMMAND = re.compile(r"(init|create|setup)[-_]?(the[-_]?)?(db|database|tables?|schema)|migrate|"
                               r"upgrade[-_]?db|db[-_]?(upgrade|init|create|migrate)")
@@ -684,7 +685,8 @@ def deploy_toml(d: Discovery) -> str:
         lines.append('# No health route found: "" counts the app ready once GET / answers below 500.')
     lines.append(f"health_path = {toml_value(d.health_path)}")
     lines += ["# A command run in each new release before it gets traffic. It runs at EVERY deploy, so it must be",
-              "# safe to repeat (CREATE TABLE IF NOT EXISTS, not DROP TABLE); if it fails the old release keeps serving."]
+              "# safe to repeat (CREATE TABLE IF NOT EXISTS, not DROP TABLE); if it fails the old release keeps "
+              "serving."]
     if not d.release_commands:
         lines.append("# For example (no schema or migration command found):")
     examples = d.release_commands or (f"flask --app {d.wsgi.split(':')[0]} init-db",)

@@ -113,7 +113,8 @@ def read_requirements(path: Path) -> Requirements:
         raise RequirementsError(f"{path.name} uses --hash (pip's hash-checking mode), so modelhost cannot add "
                                 f"gunicorn without its hashes: add {GUNICORN_PIN} to it (pip-compile "
                                 "--generate-hashes gives its hashes)")
-    header = f"# {path.name} for `pip install -r`, made by modelhost: includes inlined, the app's own directory left out"
+    header = (f"# {path.name} for `pip install -r`, made by modelhost: includes inlined, the app's own directory "
+              "left out")
     body = [header, *(line.text for line in lines)]
     if added:
         body += ["# added by modelhost: the app does not require gunicorn, which serves it", *added]

@@ -70,8 +70,8 @@ def model_path(settings) -> Path | None:
 # Errors the deploy library raises, each message saying what is wrong and what to do, and the
 # errors of paths the user gave. Any other exception is a bug, shown with its traceback.
 ERRORS = (deploy_settings.SettingsError, FactsError, ModelSizeError, RenderError, ValidationError, CommandFailed,
-          SourceError, DeployError, TargetError, discover.DiscoveryError, FileNotFoundError, FileExistsError, PermissionError,
-          IsADirectoryError, NotADirectoryError)
+          SourceError, DeployError, TargetError, discover.DiscoveryError, FileNotFoundError, FileExistsError,
+          PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def remote(c) -> bool:

@@ -3,7 +3,6 @@ API response against the OpenAPI document."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from openapi_core import OpenAPI
@@ -82,25 +81,3 @@ def unloaded_api(tmp_path, openapi):
     """A checked client of an app whose model path holds no model."""
     app = create_app({**DEV, "MODEL_PATH": str(tmp_path / "no-model")})
     return CheckedClient(app.test_client(), openapi)
-
-
-@pytest.fixture(scope="session")
-def test_hosts(tmp_path_factory):
-    """One running Debian test host per flavor (tests/hosts.py) for the whole session, shared by the
-    remote tests, stopped (by pid) at the end."""
-    from tests import hosts
-
-    workdir = tmp_path_factory.mktemp("hosts")
-    key = hosts.make_client_key(workdir)
-    started = {}
-    try:
-        for flavor in hosts.FLAVORS:
-            began = time.monotonic()
-            started[flavor] = hosts.start_host(flavor, None, workdir, key)
-            print(f"{flavor} host started in {time.monotonic() - began:.1f} s")
-        yield started
-        assert not hosts.listening_outside_loopback(list(started.values())), "a test host listens outside loopback"
-    finally:
-        for host in started.values():
-            host.stop()
-            assert not host.processes(), f"{host.name} left processes"

@@ -232,7 +232,8 @@ def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_this_mach
     persists_through_redeploy_rollback_and_prune(sample, checkout, Http(port), lambda *a: modelhost(checkout, *a),
                                                  lambda: release_dirs(releases))
     data = base / "root" / name / "data"
-    assert (data / "instance").is_dir() and all((releases / r / "instance").is_symlink() for r in release_dirs(releases))
+    assert (data / "instance").is_dir()
+    assert all((releases / r / "instance").is_symlink() for r in release_dirs(releases))
 
 
 def test_release_commands_health_paths_and_run_fail_safely_and_say_why(local):
@@ -297,10 +298,23 @@ def test_run_works_after_a_first_deploy_that_never_became_ready(local):
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 
 
+@pytest.fixture(scope="module")
+def systemd_host(tmp_path_factory):
+    """A systemd test host of this module's own, so the session's shared hosts stay fresh for
+    test_remote.py's first provision."""
+    workdir = tmp_path_factory.mktemp("own-apps-host")
+    host = hosts.start_host("systemd", None, workdir, hosts.make_client_key(workdir))
+    try:
+        yield host
+    finally:
+        host.stop()
+        assert not host.processes(), f"{host.name} left processes"
+
+
 @pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
 @pytest.mark.parametrize("name", SAMPLE_APPS)
-def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_a_host(test_hosts, tmp_path, name):
-    host = test_hosts["systemd"]
+def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_a_host(systemd_host, tmp_path, name):
+    host = systemd_host
     sample = SAMPLE_APPS[name]
     checkout = new_checkout(sample, tmp_path)
     domain = f"{name}.test"

@@ -31,6 +31,25 @@ APP = "modelhost"
 STEPS = re.compile(r"^  ([\w ]+?) +(changed|unchanged) +[\d.]+ s", re.M)
 
 
+@pytest.fixture(scope="session")
+def test_hosts(tmp_path_factory):
+    """One running host per flavor for the whole session, stopped (by pid) at the end."""
+    workdir = tmp_path_factory.mktemp("hosts")
+    key = hosts.make_client_key(workdir)
+    started = {}
+    try:
+        for flavor in hosts.FLAVORS:
+            began = time.monotonic()
+            started[flavor] = hosts.start_host(flavor, None, workdir, key)
+            print(f"{flavor} host started in {time.monotonic() - began:.1f} s")
+        yield started
+        assert not hosts.listening_outside_loopback(list(started.values())), "a test host listens outside loopback"
+    finally:
+        for host in started.values():
+            host.stop()
+            assert not host.processes(), f"{host.name} left processes"
+
+
 def ssh_config(path: Path, host: hosts.TestHost, known_hosts: Path) -> Path:
     path.write_text(f"Host {host.address}\n  IdentityFile {host.key}\n  IdentitiesOnly yes\n"
                     f"  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
