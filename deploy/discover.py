@@ -26,7 +26,8 @@ FACTORY_NAMES = ("create_app", "make_app")  # the names `flask --app module` fin
 HEALTH_PATHS = ("/readyz", "/ready", "/healthz", "/health", "/livez", "/ping", "/status")  # best first
 # .gitignore entries that look like data the app writes at run time (not venvs, builds or caches).
 DATA_DIR_NAMES = frozenset({"uploads", "upload", "data", "media", "db", "database", "storage", "files", "userdata",
-                            "user_data", "user-data", "attachments", "sessions", "flask_session"})
+                            "user_data", "user-data", "attachments", "sessions", "flask_session", "logs", "log",
+                            "output", "outputs", "results"})
 DATABASE_FILE = re.compile(r".*\.(db|sqlite|sqlite3)")
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL|DSN$")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
