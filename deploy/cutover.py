@@ -4,8 +4,8 @@ Start the idle color on the release, wait until it is ready over its own socket 
 answers 200, or without one GET / answers below 500) and the smoke query answers as expected,
 point nginx at it (nginx -t, graceful reload, old workers drained), verify through nginx, then
 stop the old color gracefully. If the new color never gets ready it is stopped and nothing else
-changes: the old color keeps serving. A release that is
-already live is only brought back where it is not running (after `fab stop`, or a reboot).
+changes: the old color keeps serving. A release that is already live is only brought back where
+it is not running (after `fab stop`, or a reboot).
 """
 from __future__ import annotations
 

@@ -76,7 +76,6 @@ class Discovery:
     secrets_found: str = ""  # what reads them
     release_commands: tuple[str, ...] = ()  # candidates, written commented
     data_dirs: tuple[str, ...] = ()  # .gitignore entries that look like run-time data, written commented
-    git: bool = True  # whether the caller gave the paths git tracks
     notes: list[str] = field(default_factory=list)  # "guessed: ..." and "check: ..." lines
 
 
@@ -131,8 +130,7 @@ def discover(checkout: Path, tracked: set[str] | None = None) -> Discovery:
         instance_path=instance_path, instance_used=instance_use(modules), models=models, model_path=model_path,
         health_path=health_path, health_found=health_found, secrets=secrets, secrets_found=secrets_found,
         release_commands=release_commands(modules, wsgi, files, checkout, notes),
-        data_dirs=gitignored_data_dirs(checkout, (instance_path, model_path), notes),
-        git=tracked is not None, notes=notes)
+        data_dirs=gitignored_data_dirs(checkout, (instance_path, model_path), notes), notes=notes)
 
 
 def checkout_files(checkout: Path) -> list[str]:
