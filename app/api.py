@@ -19,7 +19,7 @@ def unknown_words(error: UnknownWords):
 
 @bp.errorhandler(NoKnownWords)
 def no_known_words(error: NoKnownWords):
-    return json_error(422, "no_known_words", str(error), field=error.field, oov=error.oov)
+    return json_error(404, "no_known_words", str(error), field=error.field, oov=error.oov)
 
 
 @bp.get("/similar")
@@ -75,12 +75,13 @@ def batch():
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type",
                        "upload the file as multipart/form-data, e.g. curl -F file=@queries.txt")
+    # A file part (curl -F file=@queries.txt), or the same text as a plain field (-F file=...).
     upload = request.files.get("file")
-    if upload is None:
+    if upload is None and "file" not in request.form:
         raise v.invalid("file", "a file field is required, e.g. curl -F file=@queries.txt")
     topn = v.topn_param(request.form.get("topn"))
     try:
-        lines = upload.read().decode("utf-8").splitlines()
+        lines = (upload.read().decode("utf-8") if upload else request.form["file"]).splitlines()
     except UnicodeDecodeError:
         raise v.invalid("file", "must be UTF-8 text, one word per line") from None
     queries = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]

@@ -25,7 +25,7 @@ class UnknownWords(Exception):
 
 
 class NoKnownWords(Exception):
-    """A text has no word in the vocabulary, so it has no vector (answered with 422)."""
+    """A text has no word in the vocabulary, so it has no vector (answered with 404, like an unknown word)."""
 
     def __init__(self, field: str, oov: list[str]):
         self.field = field

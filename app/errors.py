@@ -48,9 +48,12 @@ def handle_http_exception(error: HTTPException):
         message = f"no endpoint {request.path}; see /api/v1/openapi.json"
     else:
         message = error.description
+    # Werkzeug's own headers: Allow on a 405, as HTTP requires.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
     if wants_json():
-        return json_error(status, HTTP_CODES.get(status, "http_error"), message)
-    return render_template("error.html", status=status, title=error.name, message=message), status
+        body, status = json_error(status, HTTP_CODES.get(status, "http_error"), message)
+        return body, status, headers
+    return render_template("error.html", status=status, title=error.name, message=message), status, headers
 
 
 def handle_unexpected(error: Exception):

@@ -59,7 +59,9 @@ def metrics():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: CONTENT_TYPE_LATEST has its charset already, and Flask would add a
+    # second one, which Prometheus 3 refuses.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app, model_state) -> None:

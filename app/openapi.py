@@ -6,16 +6,26 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from app.validation import MAX_TEXTS, MAX_WORD_LENGTH, MAX_WORDS, TOPN_DEFAULT, TOPN_MAX, TOPN_MIN
+from app.validation import MAX_TEXTS, MAX_WORD_LENGTH, MAX_WORDS, NOT_BLANK, TOPN_DEFAULT, TOPN_MAX, TOPN_MIN
 
 ERROR_TEXT = {
-    400: "Malformed request (the body is not valid JSON)",
-    404: "A word is not in the vocabulary; `error.words` lists it",
+    400: "Malformed request: the body is not valid JSON, or the request itself is (its request line or a "
+         "header; answered by the server in front of the app)",
+    404: "A word is not in the vocabulary (`error.words` lists it), or a text has none (`error.oov`)",
     413: "The request body is over the configured limit",
+    414: "The request line is over 8 KB (answered by nginx)",
     415: "Wrong content type",
     422: "Invalid input; the message says what is allowed and `error.field` names the input",
-    503: "The model is not loaded; `/readyz` says why",
+    429: "Too many requests, or requests in progress, from your address (answered by nginx); retry after "
+         "`Retry-After` seconds",
+    502: "The app is not running (answered by nginx, for a moment during a restart)",
+    503: "The model is not loaded (`/readyz` says why), or the app is not available",
+    504: "The app took longer than its timeout (answered by nginx)",
 }
+# What nginx (or gunicorn) in front of the app may answer for any operation under /api/, in the
+# same JSON: a malformed or oversized request, a rate or connection limit, the app down or slow.
+EDGE_ERRORS = (400, 413, 414, 429, 502, 503, 504)
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
 def ref(name: str) -> dict:
@@ -30,8 +40,12 @@ def obj(required: list[str], **properties) -> dict:
     return {"type": "object", "required": required, "properties": properties}
 
 
-WORD = {"type": "string", "minLength": 1, "maxLength": MAX_WORD_LENGTH}
+# Words and texts hold at least one character that is not whitespace.
+WORD = {"type": "string", "minLength": 1, "maxLength": MAX_WORD_LENGTH, "pattern": NOT_BLANK}
+TEXT = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
 TOPN = {"type": "integer", "minimum": TOPN_MIN, "maximum": TOPN_MAX, "default": TOPN_DEFAULT}
+# In a JSON body, null means the default too.
+TOPN_OR_NULL = {**TOPN, "type": ["integer", "null"]}
 SCORE = {"type": "number", "description": "cosine similarity, -1..1"}
 
 SCHEMAS = {
@@ -49,8 +63,9 @@ SCHEMAS = {
     "SimilarRequest": obj(
         ["positive"],
         positive=array(WORD, minItems=1, maxItems=MAX_WORDS, description="words to move towards"),
-        negative=array(WORD, maxItems=MAX_WORDS, description="words to move away from"),
-        topn=TOPN,
+        negative={**array(WORD, maxItems=MAX_WORDS, description="words to move away from; null or absent: none"),
+                  "type": ["array", "null"]},
+        topn=TOPN_OR_NULL,
     ),
     "SimilarResult": obj(
         ["results", "oov"], results=array(ref("WordScore")),
@@ -64,17 +79,13 @@ SCHEMAS = {
                           score={"type": ["number", "null"], "description": "null if a word is unknown"})),
         oov=array({"type": "string"}),
     ),
-    "TextSimilarityRequest": obj(["a", "b"], a={"type": "string", "minLength": 1},
-                                 b={"type": "string", "minLength": 1}),
+    "TextSimilarityRequest": obj(["a", "b"], a=TEXT, b=TEXT),
     "TextSimilarityResult": obj(
         ["score", "oov"], score=SCORE,
         oov=obj(["a", "b"], a=array({"type": "string"}), b=array({"type": "string"})),
     ),
     "AnalogyResult": obj(["results"], results=array(ref("WordScore"))),
-    "ClusterRequest": obj(["text"], text={"oneOf": [
-        {"type": "string", "minLength": 1},
-        array({"type": "string", "minLength": 1}, minItems=1, maxItems=MAX_TEXTS),
-    ]}),
+    "ClusterRequest": obj(["text"], text={"oneOf": [TEXT, array(TEXT, minItems=1, maxItems=MAX_TEXTS)]}),
     "ClusterResult": obj(["results"], results=array(obj(
         ["cluster", "distance", "nearest", "oov"],
         cluster={"type": "integer", "minimum": 0},
@@ -111,8 +122,9 @@ def json_content(schema: dict, example=None) -> dict:
 
 
 def operation(summary: str, result: str | None, errors: tuple[int, ...], *, description: str = "",
-              parameters: list | None = None, body: dict | None = None, tag: str = "words") -> dict:
-    op = {"summary": summary, "tags": [tag], "responses": {}}
+              parameters: list | None = None, body: dict | None = None, tag: str = "words",
+              result_content: dict | None = None) -> dict:
+    op = {"summary": summary, "tags": [tag], "responses": dict(result_content or {})}
     if description:
         op["description"] = description
     if parameters:
@@ -121,9 +133,20 @@ def operation(summary: str, result: str | None, errors: tuple[int, ...], *, desc
         op["requestBody"] = {"required": True, "content": body}
     if result:
         op["responses"]["200"] = {"description": "OK", "content": json_content(ref(result))}
-    for status in errors:
-        op["responses"][str(status)] = {"description": ERROR_TEXT[status], "content": json_content(ref("Error"))}
+    for status in sorted(set(errors + EDGE_ERRORS)):
+        op["responses"][str(status)] = {"description": ERROR_TEXT[status], "content": json_content(ref("Error")),
+                                        **({"headers": RETRY_AFTER} if status == 429 else {})}
     return op
+
+
+def nginx_page(description: str) -> dict:
+    """An answer of nginx outside /api/: a short HTML page."""
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+# Outside /api/ nginx answers its own errors with an HTML page.
+EDGE_PAGES = {"429": nginx_page("Too many requests in progress from your address"),
+              "502": nginx_page("The app is not running"), "504": nginx_page("The app took too long")}
 
 
 def query(name: str, schema: dict, description: str, required: bool = True, example=None) -> dict:
@@ -157,8 +180,8 @@ def spec() -> dict:
         },
         "/api/v1/text-similarity": {
             "post": operation(
-                "Cosine similarity of two texts' mean word vectors", "TextSimilarityResult", JSON_ERRORS,
-                description="422 if a text has no word in the vocabulary.",
+                "Cosine similarity of two texts' mean word vectors", "TextSimilarityResult", (404,) + JSON_ERRORS,
+                description="404 if a text has no word in the vocabulary.",
                 body=json_content(ref("TextSimilarityRequest"),
                                   {"a": "Bushfires burn near Sydney", "b": "Firefighters battle a blaze"})),
         },
@@ -171,7 +194,7 @@ def spec() -> dict:
         },
         "/api/v1/cluster": {
             "post": operation(
-                "The k-means cluster of a text, and the nearest corpus documents", "ClusterResult", JSON_ERRORS,
+                "The k-means cluster of a text, and the nearest corpus documents", "ClusterResult", (404,) + JSON_ERRORS,
                 description="`text` is one text or a list; `results` has one entry per text.",
                 body=json_content(ref("ClusterRequest"), {"text": "The Taliban fought in Afghanistan"})),
         },
@@ -180,25 +203,29 @@ def spec() -> dict:
                 "Similar words for every line of an uploaded file", "BatchResult", (400, 413, 415, 422, 503),
                 description="Multipart upload (`curl -F file=@queries.txt`), one query word per line; blank "
                             "lines are skipped. A line with an unknown word gets an `error` instead of `results`.",
-                body={"multipart/form-data": {"schema": obj(
-                    ["file"], file={"type": "string", "contentMediaType": "text/plain"},
-                    topn={"type": "string", "pattern": "^[0-9]+$", "description": f"{TOPN_MIN}..{TOPN_MAX}"})}}),
+                body={"multipart/form-data": {
+                    "schema": obj(["file"], file={**TEXT, "description": "UTF-8 text, one query word per line: "
+                                                                     "a file part, or a plain field"},
+                                  topn=TOPN),
+                    "encoding": {"file": {"contentType": "text/plain"}}}}),
         },
         "/api/v1/model": {"get": operation("The model served", "ModelInfo", (503,))},
-        "/api/v1/openapi.json": {
-            "get": {"summary": "This document", "tags": ["meta"],
-                    "responses": {"200": {"description": "OpenAPI 3.1", "content": json_content({"type": "object"})}}},
-        },
+        "/api/v1/openapi.json": {"get": operation("This document", None, (), tag="meta", result_content={
+            "200": {"description": "OpenAPI 3.1", "content": json_content({"type": "object"})}})},
         "/livez": {"get": {"summary": "The process answers", "tags": ["health"],
-                           "responses": {"200": {"description": "alive", "content": json_content(ref("Live"))}}}},
+                           "responses": {"200": {"description": "alive", "content": json_content(ref("Live"))},
+                                         **EDGE_PAGES}}},
         "/readyz": {"get": {
             "summary": "Ready to serve: model loaded and a warm-up query answered", "tags": ["health"],
             "responses": {"200": {"description": "ready", "content": json_content(ref("Ready"))},
-                          "503": {"description": "not ready; `reason` says why", "content": json_content(ref("Ready"))}},
+                          "503": {"description": "not ready; `reason` says why", "content": json_content(ref("Ready"))},
+                          **EDGE_PAGES},
         }},
         "/metrics": {"get": {"summary": "Prometheus metrics, summed over all workers", "tags": ["health"],
                              "responses": {"200": {"description": "Prometheus text format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                           "403": nginx_page("Not from an address allowed to read metrics"),
+                                           **EDGE_PAGES}}},
     }
     return {
         "openapi": "3.1.0",

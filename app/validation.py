@@ -1,6 +1,8 @@
 """Request parsing for the API: every failure is an ApiError that says what is allowed."""
 from __future__ import annotations
 
+import re
+
 from flask import request
 from werkzeug.exceptions import BadRequest
 
@@ -10,6 +12,11 @@ TOPN_MIN, TOPN_MAX, TOPN_DEFAULT = 1, 100, 10
 MAX_WORDS = 100  # words in one positive/negative list, pairs in one similarity request
 MAX_TEXTS = 100  # texts in one cluster request
 MAX_WORD_LENGTH = 100
+# A character that is not whitespace, spelled out so that Python, the OpenAPI document's readers
+# (ECMA-262 regular expressions) and Rust's agree: their \s differ. Python's str.isspace()
+# characters, and U+FEFF (ECMA's).
+BLANK = "\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{BLANK}]"
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -43,6 +50,8 @@ def topn(value, field: str = "topn") -> int:
     """topn from a JSON body: an integer within 1..100 (10 when absent)."""
     if value is None:
         return TOPN_DEFAULT
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 78.0 is a whole number, and JSON Schema's integer
     if isinstance(value, bool) or not isinstance(value, int):
         got = value if isinstance(value, float) else json_type(value)
         raise invalid(field, f"must be a whole number from {TOPN_MIN} to {TOPN_MAX}, got {got}")
@@ -65,8 +74,8 @@ def topn_param(text: str | None, field: str = "topn") -> int:
 def word(value, field: str) -> str:
     if not isinstance(value, str):
         raise invalid(field, f"must be a word (a string), got {json_type(value)}")
-    if not value.strip():
-        raise invalid(field, "must not be empty")
+    if not re.search(NOT_BLANK, value):
+        raise invalid(field, "must not be empty or blank")
     if len(value) > MAX_WORD_LENGTH:
         raise invalid(field, f"must be at most {MAX_WORD_LENGTH} characters, got {len(value)}")
     return value.strip()
@@ -96,8 +105,8 @@ def word_list(body: dict, field: str, required: bool) -> list[str]:
 def text(value, field: str) -> str:
     if not isinstance(value, str):
         raise invalid(field, f"must be a text (a string), got {json_type(value)}")
-    if not value.strip():
-        raise invalid(field, "must not be empty")
+    if not re.search(NOT_BLANK, value):
+        raise invalid(field, "must not be empty or blank")
     return value
 
 

@@ -195,6 +195,7 @@ def site_app(app: App, live: str) -> dict:
     return dict(
         name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live,
         socket=layout.socket(live), rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
+        form_rate_limit=s.nginx.form_rate_limit,
         cache=s.nginx.cache, cache_dir=layout.cache_dir, cache_valid=s.nginx.cache_valid,
         cache_max_size=s.nginx.cache_max_size, client_max_body_size=s.nginx.client_max_body_size,
         timeout=s.gunicorn.timeout, proxy_timeout=s.gunicorn.timeout + 5,
@@ -210,6 +211,7 @@ def site_key(app: App) -> dict:
     tls = layout.tls(s)
     certificate, key = certificate_paths(s)
     return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
+                connections_per_address=s.nginx.connections_per_address,
                 tls_listen=layout.tls_listen if tls else "", certificate=certificate, certificate_key=key,
                 acme_webroot=s.nginx.acme_webroot)
 
@@ -240,8 +242,8 @@ def group_sites(apps: list[App]) -> list[dict]:
             raise RenderError(
                 f"apps {other} and {app.layout.app} share the host name(s) "
                 f"{', '.join(sorted(set(key['server_names']) & set(site['key']['server_names'])))} but differ in "
-                f"{', '.join(differ)}: apps on one host name must agree on [nginx] server_names, port, tls and "
-                "the certificate (give each app its own host name, or make these the same)")
+                f"{', '.join(differ)}: apps on one host name must agree on [nginx] server_names, port, tls, "
+                "connections_per_address and the certificate (give each app its own host name, or make these the same)")
         prefixes = {a.settings.nginx.prefix: a.layout.app for a in site["apps"]}
         if app.settings.nginx.prefix in prefixes:
             raise RenderError(

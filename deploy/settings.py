@@ -212,6 +212,10 @@ SETTINGS = [
     Setting("nginx.rate_limit", "10r/s", "Requests per client address to the API (limit_req).", RATE),
     Setting("nginx.rate_limit_burst", 20, "Requests above the rate let through at once before 429s.",
             integer(0)),
+    Setting("nginx.form_rate_limit", "1r/s", "Form posts (POST outside /api/) per client address, 5 at once "
+            "before 429s: each may cost seconds of CPU.", RATE),
+    Setting("nginx.connections_per_address", 100, "Requests in progress at once per client address (0: no limit); "
+            "above it nginx answers 429.", integer(0)),
     Setting("nginx.basic_auth", False, "Ask for a password (HTTP basic auth) for the whole app.", boolean()),
     Setting("nginx.basic_auth_file", "",
             'The htpasswd file; "" means <app name>.htpasswd in the nginx configuration directory.',

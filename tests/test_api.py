@@ -183,9 +183,9 @@ def test_text_similarity_lists_unknown_words_per_text(api):
     assert body["oov"] == {"a": ["zzqqxx"], "b": []}
 
 
-def test_text_with_no_known_word_is_422_naming_the_text(api):
+def test_text_with_no_known_word_is_404_naming_the_text(api):
     error = error_of(api.post("/api/v1/text-similarity", json={"a": "fire", "b": "zzqqxx qqxxzz"}),
-                     422, "no_known_words")
+                     404, "no_known_words")
     assert error["field"] == "b"
     assert error["oov"] == ["zzqqxx", "qqxxzz"]
 
@@ -239,7 +239,7 @@ def test_cluster_accepts_a_list_and_answers_in_order(api):
 @pytest.mark.parametrize("body, status, field", [
     ({}, 422, "text"), ({"text": ""}, 422, "text"), ({"text": []}, 422, "text"), ({"text": 5}, 422, "text"),
     ({"text": ["fire", 3]}, 422, "text[1]"), ({"text": ["x"] * 101}, 422, "text"),
-    ({"text": "zzqqxx"}, 422, "text"), ({"text": ["fire", "zzqqxx"]}, 422, "text[1]"),
+    ({"text": "zzqqxx"}, 404, "text"), ({"text": ["fire", "zzqqxx"]}, 404, "text[1]"),
 ])
 def test_cluster_rejects_bad_texts(api, body, status, field):
     response = api.post("/api/v1/cluster", json=body)

@@ -4,9 +4,12 @@ The process manager starts `gunicorn --config <this file> --bind unix:<socket> a
 socket is on the command line because blue and green share this file and differ only there.
 """
 import atexit
+import json
 import os
 import shutil
 import tempfile
+
+import gunicorn.util
 
 # Workers: 2n+1 = 5 (2 cores); memory allows 14 ((1550 MB available - 300 MB reserve - 120 MB
 #   model, counted once) / 80 MB per worker) -> 5 workers (cores are the limit): 2 GB host,
@@ -40,9 +43,41 @@ forwarded_allow_ips = "127.0.0.1,::1"
 # Logs to stderr: supervisor or journald keep them, in capped files.
 accesslog = "-"
 errorlog = "-"
+# nginx in front limits the request line and headers (8 KB each, 32 KB in all) and answers in the
+# API's JSON when they are too long; gunicorn's own limits (4 KB, 100 headers) are lower and would
+# answer with an HTML page first, so they are lifted: 0 is unlimited, 32768 headers its maximum.
+limit_request_line = 0
+limit_request_field_size = 0
+limit_request_fields = 32768
 # gunicorn >= 24 opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): blue and
 # green would fight over it. Nothing here uses it.
 control_socket_disable = True
+
+
+
+def post_request(worker, req, environ, resp):
+    """Read what the app left unread of the request body (nginx limits its size) before gunicorn
+    closes the connection: a close with unread data resets it, and nginx, still sending or
+    reading, would answer 502 instead of the app's own answer (say, its 413 for a large body)."""
+    body = environ.get("wsgi.input")
+    try:
+        while body is not None and body.read(1 << 16):
+            pass
+    except (OSError, ValueError):
+        pass
+
+
+# Requests gunicorn refuses before the app sees them (nginx passes on a header value with a
+# control character, which gunicorn refuses) are answered in the API's JSON, like nginx's own
+# refusals, instead of gunicorn's HTML page.
+def _json_error(sock, status_int, reason, mesg):
+    body = json.dumps({"error": {"code": reason.lower().replace(" ", "_"), "message": mesg}}) + "\n"
+    gunicorn.util.write_nonblock(sock, (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}").encode("latin-1", "replace"))
+
+
+gunicorn.util.write_error = _json_error
 
 # The app's environment from deploy.toml ([app] env); the process manager sets the model's path.
 os.environ.update({})
