@@ -11,6 +11,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from app import create_app
 from app.model import build
 from app.openapi import spec
+from tests.stack import local_stack
 
 DEV = {"ENVIRONMENT": "development"}
 
@@ -81,3 +82,10 @@ def unloaded_api(tmp_path, openapi):
     """A checked client of an app whose model path holds no model."""
     app = create_app({**DEV, "MODEL_PATH": str(tmp_path / "no-model")})
     return CheckedClient(app.test_client(), openapi)
+
+
+@pytest.fixture(scope="session")
+def stack(demo_model, tmp_path_factory):
+    """The local target's rendered configs serving two apps through nginx: (port, root)."""
+    with local_stack(tmp_path_factory.mktemp("stack"), demo_model) as running:
+        yield running
