@@ -25,7 +25,7 @@ from deploy.cutover import activate, ask, health, said, verify
 from deploy.layout import COLORS
 from deploy.lock import locked
 from deploy.parts import (app_command, ensure_directories, ensure_model, ensure_prerequisites, ensure_release,
-                          ensure_release_command, ensure_secrets, ensure_venv, prune)
+                          ensure_release_command, ensure_secrets, ensure_start_at_boot, ensure_venv, prune)
 from deploy.programs import Program
 from deploy.render import App, plan_app, render
 from deploy.source import Model, Source
@@ -38,8 +38,10 @@ def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> 
     """Ship the source (and model) as a release and make it live."""
     with locked(ctx, "deploy"), tempfile.TemporaryDirectory(prefix="modelhost-deploy-") as scratch:
         scratch = Path(scratch)
+        recover(ctx)
         ensure_prerequisites(ctx)
         ensure_directories(ctx)
+        ensure_start_at_boot(ctx)
         secrets_digest = ensure_secrets(ctx, environ)
         model_key = ensure_model(ctx, model, scratch)
         venv = ensure_venv(ctx, source)
@@ -55,6 +57,7 @@ def rollback(ctx: Context, to: str | None = None) -> Release:
     """Make an earlier release live again: the one before the live one, or the one named."""
     with locked(ctx, "rollback"):
         chosen = rollback_target(ctx, to)
+        recover(ctx)
         ensure_prerequisites(ctx)
         go_live(ctx, "rollback", chosen, release_app(ctx, chosen))
     return chosen
@@ -76,6 +79,14 @@ def rollback_target(ctx: Context, to: str | None) -> Release:
         raise DeployError(f"nothing to roll back to on {ctx.target.name}: no release older than "
                           f"{current or 'the live one'} has been live (fab releases lists them)")
     return chosen
+
+
+def recover(ctx: Context) -> None:
+    """First, stop what a process manager that died left running (a step only when it did)."""
+    if ctx.programs.leftovers()[1]:
+        with ctx.step("recover") as step:
+            step.changed = True
+            step.detail = ctx.programs.recover()
 
 
 def release_app(ctx: Context, release: Release) -> App:
@@ -102,6 +113,7 @@ class Status:
     url: str
     manager: str  # the process manager's own daemon ("supervisord"), "" when it is systemd
     manager_pid: int | None
+    leftovers: list[int]  # processes a dead manager left running
     nginx: int | None
     live: str | None
     release: Release | None
@@ -120,6 +132,7 @@ def status(ctx: Context) -> Status:
         program.release = pointers.release[program.color]
     path, _ = health(ctx)
     result = Status(target=ctx.target.name, url=ctx.url, manager=pm.daemon, manager_pid=pm.pid(),
+                    leftovers=pm.leftovers()[1],
                     nginx=ctx.nginx.pid(), live=pointers.live, release=releases.get(pointers.live_release),
                     programs=programs, health=path)
     if any(p.color == pointers.live and p.state == "RUNNING" for p in programs):
@@ -169,7 +182,9 @@ def stop(ctx: Context) -> list[int]:
     returns the pids that were stopped. On a host only the app's programs: supervisord and nginx are
     the host's, and may serve more. Not while a deploy runs (it holds the lock)."""
     with locked(ctx, "stop"):
-        pids = ctx.programs.stop_all() + ctx.nginx.stop_own()
+        leftovers = ctx.programs.leftovers()[1]
+        ctx.programs.recover()
+        pids = leftovers + ctx.programs.stop_all() + ctx.nginx.stop_own()
         timeout = ctx.settings.gunicorn.graceful_timeout + 30
         if not ctx.wait(lambda: all(ctx.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):
             raise DeployError(f"processes still running {timeout} s after stopping: {pids}")

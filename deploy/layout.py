@@ -54,6 +54,7 @@ class Layout:
     nginx_pid_file: Path
     nginx_logs: tuple[Path, Path]  # error, access
     supervisord_log: Path
+    supervisord_pid_file: Path  # left behind when supervisord is killed: the session its leftovers are in
     secrets_owner: str | None  # the app's user on a host; None: the user who deploys owns everything
     needs_provision: bool  # `fab provision` prepares it (a host); the local target needs nothing first
     too_long_fix: str  # what to change when a socket's path is too long
@@ -174,7 +175,8 @@ def system_layout(settings) -> Layout:
         process_manager=settings.app.process_manager,
         base=Path("/"), nginx_host_file=nginx / "conf.d" / "modelhost.conf", nginx_pid_file=Path("/run/nginx.pid"),
         nginx_logs=(Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")),
-        supervisord_log=Path("/var/log/supervisor/supervisord.log"), secrets_owner=app, needs_provision=True,
+        supervisord_log=Path("/var/log/supervisor/supervisord.log"), supervisord_pid_file=Path("/run/supervisord.pid"),
+        secrets_owner=app, needs_provision=True,
         too_long_fix="use a shorter [app] name", nginx_enabled=nginx / "sites-enabled",
         tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"))
     # The app's user may read its config and make its sockets; nginx (its group) may reach them and
@@ -206,6 +208,7 @@ def local_layout(settings, user: str | None = None, group: str | None = None, ho
         http_listen=f"127.0.0.1:{settings.local.port}", tls_listen="", process_manager="supervisor",
         base=host_root, nginx_host_file=nginx / "modelhost.conf", nginx_pid_file=host_root / "run" / "nginx.pid",
         nginx_logs=(logs / "nginx-error.log", logs / "nginx-access.log"), supervisord_log=logs / "supervisord.log",
+        supervisord_pid_file=host_root / "run" / "supervisord.pid",
         secrets_owner=None, needs_provision=False, too_long_fix="set [local] root to a shorter path",
         host_root=host_root, nginx_conf=nginx / "nginx.conf", supervisord_conf=supervisor / "supervisord.conf")
     places = (layout.root, layout.releases, layout.venvs, layout.models, layout.data_dir, layout.config_dir,

@@ -73,6 +73,9 @@ class Nginx:
             ctx.restore(earlier)
             raise
         master = self.pid()
+        if master is not None and not self.kept(master):
+            self.stop_own()
+            master = None
         if master is None:
             self.start(earlier)
             return "started"
@@ -83,11 +86,17 @@ class Nginx:
 
     def start(self, earlier: dict[Path, str | None]) -> None:
         """Start nginx; if it does not, put back the files (earlier) and say why."""
-        ctx = self.ctx
-        result = ctx.run(commands.nginx_start(self.layout, self.binary, ctx.facts.systemd), check=False, timeout=120)
-        if result.exited != 0 or not ctx.wait(lambda: self.pid() is not None, 10):
+        ctx, own = self.ctx, self.layout.nginx_conf is not None
+        if own:  # supervisord's program; added first if supervisord's configuration is older than it
+            ctx.run(commands.supervisorctl(self.layout, "update", "nginx"), check=False, timeout=120)
+        result = ctx.run(commands.nginx_start(self.layout, ctx.facts.systemd), check=False, timeout=120)
+        started = result.exited == 0 or "already started" in result.stdout
+        if not started or not ctx.wait(lambda: self.pid() is not None, 10):
             ctx.restore(earlier)
-            said = "\n".join(dict.fromkeys((result.stdout + result.stderr).strip().splitlines()))  # it retries
+            output = result.stdout + result.stderr
+            if own:  # supervisorctl says "spawn error"; nginx's own words are in its log
+                output += ctx.run(commands.tail([self.layout.nginx_logs[0]], 10), check=False).stdout
+            said = "\n".join(dict.fromkeys(output.strip().splitlines()))  # it retries
             setting = "[local] port" if self.layout.nginx_conf else "[nginx] port or address"
             fix = (f"\nanother program listens on {self.layout.http_listen}: stop it, or set {setting} in "
                    "deploy.toml" if "Address already in use" in said else "")
@@ -104,9 +113,22 @@ class Nginx:
             raise DeployError(f"nginx's old workers ({', '.join(old_workers)}) did not finish within {timeout} s "
                               "after the reload")
 
+    def kept(self, master: int) -> bool:
+        """The master is the one its keeper knows: the local target's supervisord's program (a host's
+        nginx is its service's). Else it is the local nginx an older modelhost started by itself, or
+        one a dead supervisord left: stopped, so that supervisord's can take the port."""
+        if not self.layout.nginx_conf:
+            return True
+        said = self.ctx.run(commands.supervised_nginx(self.layout), check=False).stdout.strip()
+        return said == str(master)
+
     def stop_own(self) -> list[int]:
-        """Stop the local target's own nginx (a host's serves more than this app: left alone)."""
+        """Stop the local target's own nginx, gracefully (a host's serves more than this app: left
+        alone); returns its master's pid, once it has exited."""
         master = self.pid() if self.layout.nginx_conf else None
         if master:
             self.ctx.run(self.command("-s", "quit"), check=False)
+            timeout = self.ctx.settings.gunicorn.timeout + 10
+            if not self.ctx.wait(lambda: self.pid() is None, timeout):
+                raise DeployError(f"nginx ({master}) did not stop within {timeout} s")
         return [master] if master else []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +84,39 @@ def ensure_directories(ctx: Context) -> None:
             f"made {len(made)} ({', '.join(made[:3])}{', ...' if len(made) > 3 else ''})" if made else "",
             f"set owner and mode of {', '.join(fixed)}" if fixed else "") if part) or (
             f"all there under {layout.host_root or layout.root}")
+
+
+def boot_crontab(current: str, line: str, marker: str, wanted: bool) -> str:
+    """A crontab's text with the line marked by marker there (wanted) or not; other lines as they are."""
+    kept = [entry for entry in current.splitlines() if not entry.endswith(marker)]
+    return "".join(f"{entry}\n" for entry in kept + ([line + marker] if wanted else []))
+
+
+def ensure_start_at_boot(ctx: Context) -> None:
+    """The local target's supervisord starts at boot ([local] start_at_boot): a crontab @reboot line
+    of the user who deploys, marked with the target's root; taken away again when it is off."""
+    layout, wanted = ctx.layout, ctx.settings.local.start_at_boot
+    if not layout.supervisord_conf:
+        return  # a host's services start at boot already (provision)
+    marker = f"  # modelhost: {layout.host_root}"
+    has_cron = ctx.run(commands.has_command("crontab"), check=False).exited == 0
+    current = ctx.run(commands.crontab("-l"), check=False).stdout if has_cron else ""
+    if not wanted and marker not in current:
+        return
+    with ctx.step("boot") as step:
+        if not has_cron:
+            raise DeployError("[local] start_at_boot = true needs cron, which is not installed: sudo apt-get install "
+                              f"cron (or start the target yourself at boot: {shlex.join(commands.supervisord_start(layout))})")
+        line = "@reboot " + shlex.join(commands.supervisord_start(layout))
+        text = boot_crontab(current, line, marker, wanted)
+        step.detail = (f"supervisord starts at boot (your crontab: {line})" if wanted else
+                       "supervisord no longer starts at boot (its line left your crontab)")
+        if text != current:
+            staged = layout.host_root / "run" / "crontab"
+            ctx.target.write(staged, text, mode=0o600)
+            ctx.run(commands.crontab(str(staged)))
+            ctx.run(commands.remove(staged))
+            step.changed = True
 
 
 def merge_secrets(current: str, names: list[str], environ: dict) -> tuple[str, list[str], list[str]]:

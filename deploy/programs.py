@@ -73,6 +73,26 @@ class ProcessManager(ABC):
     def log_file(self, color: str) -> Path:
         return self.layout.log_dir / f"{color}.log"  # gunicorn's and the app's lines: one log
 
+    def leftovers(self) -> tuple[int, list[int]]:
+        """(pid, leftovers) of a manager daemon that died, by kill -9 or the OOM killer, leaving its
+        programs running under PID 1 (nothing, (0, []), when it runs or stopped cleanly)."""
+        return 0, []
+
+    def recover(self) -> str:
+        """Stop what a dead manager left (gunicorn on the app's sockets, the local nginx on its port),
+        so that starting it again never runs a second gunicorn on a socket; says what it stopped."""
+        dead, pids = self.leftovers()
+        if not pids:
+            return ""
+        ctx = self.ctx
+        gone = lambda: not self.leftovers()[1]
+        ctx.run(commands.signal_session(dead, "TERM"), check=False)  # gunicorn: graceful, nginx: fast
+        if not ctx.wait(gone, ctx.settings.gunicorn.graceful_timeout + 10):
+            ctx.run(commands.signal_session(dead, "KILL"), check=False)
+            ctx.wait(gone, 10)
+        return (f"{self.daemon} ({dead}) had died, leaving {len(pids)} processes of its programs running "
+                f"({', '.join(map(str, pids))}): stopped them")
+
     @abstractmethod
     def pid(self) -> int | None:
         """The manager's own daemon's pid (None: not running, or none of its own)."""
@@ -112,6 +132,15 @@ class Supervisor(ProcessManager):
         result = self.ctx.run(commands.supervisorctl(self.layout, "pid"), check=False)
         return commands.parse_supervisord_pid(result.stdout) if result.exited == 0 else None
 
+    def leftovers(self) -> tuple[int, list[int]]:
+        """supervisord leads a session (it daemonizes, or systemd starts it in one), and its programs
+        stay in it; its pid file is left behind when it is killed."""
+        text = (self.ctx.target.read(self.layout.supervisord_pid_file) or "").strip()
+        if not text.isdigit() or self.ctx.run(commands.alive(int(text)), check=False).exited == 0:
+            return 0, []
+        found = self.ctx.run(commands.session(int(text)), check=False).stdout.split()
+        return int(text), [int(pid) for pid in found if pid.isdigit()]
+
     def parse_status(self, output: str, color: str) -> tuple[str, int | None, str]:
         return commands.parse_supervisor_status(output, self.name(color))
 
@@ -136,6 +165,8 @@ class Supervisor(ProcessManager):
                                   f"ones are back):\n{(reread.stdout + reread.stderr).strip()}")
             for color in idle:
                 ctx.run(commands.supervisorctl(self.layout, "update", self.name(color)))
+        if self.layout.supervisord_conf in earlier:  # the local nginx's program changed: restarted on it
+            ctx.run(commands.supervisorctl(self.layout, "update", "nginx"), timeout=120)
         return bool(earlier)
 
     def stop_all(self) -> list[int]:

@@ -10,18 +10,24 @@ and costs a handful of quick commands (no `apt-get update` unless a package is m
                  tmpfiles.d with systemd, /etc/default/supervisor with init.d scripts
     nginx site   Debian's default site disabled (it would answer every host name on port 80)
     services     nginx and supervisor enabled at boot and running, the host's way
+    keepers      nginx and supervisor started again within seconds when they die, with what the
+                 dead one left stopped first: systemd drop-ins (Restart=, KillMode=control-group),
+                 or on init.d hosts the modelhost-keeper daemon
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from deploy import commands
 from deploy.context import Context, DeployError
 from deploy.parts import ensure_directories
-from deploy.render import tmpfiles_conf
+from deploy.render import KEEPER, RESTART_SECONDS, keeper_init, keeper_script, restart_dropin, tmpfiles_conf
 from deploy.target import CommandFailed
 
 PACKAGES = ["nginx", "supervisor", "python3-venv", "procps"]
 SERVICES = ["nginx", "supervisor"]  # supervisor only when it runs the app ([app] process_manager)
 NOLOGIN = "/usr/sbin/nologin"
+KEEPER_SERVICE = "modelhost-keeper"
 
 
 def provision(ctx: Context) -> None:
@@ -36,6 +42,7 @@ def provision(ctx: Context) -> None:
     ensure_boot(ctx)
     ensure_nginx_site(ctx)
     ensure_services(ctx)
+    ensure_keepers(ctx)
 
 
 def wanted(ctx: Context, names: list[str]) -> list[str]:
@@ -128,3 +135,34 @@ def ensure_services(ctx: Context) -> None:
         step.changed = bool(done)
         way = "systemctl" if systemd else "service (init.d scripts)"
         step.detail = (", ".join(done) if done else f"{' and '.join(services)} enabled and running") + f", by {way}"
+
+
+def ensure_keepers(ctx: Context) -> None:
+    """nginx and the process manager come back by themselves when they die, and what the dead one
+    left (nginx's workers on the ports, gunicorn on the app's sockets) is stopped first."""
+    services, systemd = wanted(ctx, SERVICES), ctx.facts.systemd
+    with ctx.step("keepers") as step:
+        if systemd:
+            changed = False
+            for name in services:
+                dropin = ctx.layout.systemd_dir / f"{name}.service.d" / "modelhost.conf"
+                ctx.run(commands.make_directory(dropin.parent))
+                changed |= ctx.target.write(dropin, restart_dropin(name))
+            if changed:
+                ctx.run(commands.systemctl("daemon-reload"))
+            step.changed = changed
+            step.detail = (f"{' and '.join(services)} restart {RESTART_SECONDS} s after dying, what they left "
+                           f"stopped first (drop-ins in {ctx.layout.systemd_dir}/<service>.service.d)")
+            return
+        init = Path("/etc/init.d") / KEEPER_SERVICE
+        changed = ctx.target.write(KEEPER, keeper_script(ctx.layout, services), mode=0o755)
+        changed |= ctx.target.write(init, keeper_init(), mode=0o755)
+        if ctx.run(commands.service(False, KEEPER_SERVICE, "is-enabled"), check=False).exited != 0:
+            ctx.run(commands.service(False, KEEPER_SERVICE, "enable"))
+            changed = True
+        running = ctx.run(commands.service(False, KEEPER_SERVICE, "is-active"), check=False).exited == 0
+        if changed or not running:
+            ctx.run(commands.service(False, KEEPER_SERVICE, "restart"), timeout=60)
+        step.changed = changed or not running
+        step.detail = (f"{KEEPER_SERVICE} (init.d) starts {' and '.join(services)} again within "
+                       f"{RESTART_SECONDS} s of dying, after stopping what they left")

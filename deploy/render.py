@@ -170,6 +170,30 @@ def render_gunicorn_conf(app: App) -> str:
     return template("gunicorn/gunicorn.conf.py.j2", **gunicorn_values(app))
 
 
+# How soon nginx and the process manager are started again after they die (hosts).
+RESTART_SECONDS = 2
+# Debian's units leave a dead daemon's processes running (KillMode=): what the drop-in changes.
+DEBIAN_KILL_MODES = {"nginx": "mixed", "supervisor": "process"}
+KEEPER = Path("/usr/local/sbin/modelhost-keeper")
+
+
+def restart_dropin(service: str) -> str:
+    """A systemd drop-in: the service is restarted soon after it dies, with what it left stopped."""
+    return template("systemd/restart.conf.j2", service=service, restart_sec=RESTART_SECONDS,
+                    debian_kill_mode=f"KillMode={DEBIAN_KILL_MODES[service]}")
+
+
+def keeper_script(layout: Layout, services: list[str]) -> str:
+    """The init.d hosts' keeper: services (nginx, supervisor) started again after they die."""
+    pid_files = {"nginx": (layout.nginx_pid_file, 5), "supervisor": (layout.supervisord_pid_file, 45)}
+    return template("initd/modelhost-keeper.j2", interval=RESTART_SECONDS,
+                    services=[(name, *pid_files[name]) for name in services])
+
+
+def keeper_init() -> str:
+    return template("initd/modelhost-keeper.init.j2", keeper=KEEPER)
+
+
 def tmpfiles_conf(layout: Layout) -> str:
     """systemd-tmpfiles' line that makes the socket directory at boot."""
     return template("systemd/tmpfiles.conf.j2", layout=layout)

@@ -245,6 +245,9 @@ SETTINGS = [
             matching(r".*", "a shell command")),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
+    Setting("local.start_at_boot", False, "Start the local target's supervisord (and so nginx and the live app) "
+            "when the machine boots: a crontab @reboot line of yours, put there (or taken away) by fab deploy.",
+            boolean()),
 ]
 
 BY_KEY = {s.key: s for s in SETTINGS}

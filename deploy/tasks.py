@@ -253,7 +253,9 @@ def status(c, settings=None):
     width = max(len(p.name) for p in s.programs) + 2
     print(f"{d.settings.app.name} on {s.target}: {s.url}")
     if s.manager:
-        print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}")
+        print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}"
+              + (f": it died, and what it ran still runs ({', '.join(map(str, s.leftovers))}); fab deploy or "
+                 "rollback stops that and starts it again, fab stop stops it" if s.leftovers else ""))
     for program in s.programs:
         live = " (live)" if program.color == s.live else ""
         pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""

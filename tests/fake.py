@@ -101,6 +101,7 @@ class FakeTarget:
             return self.supervisorctl(argv[3:])
         if any(Path(a).name == "supervisord" for a in argv[:6]):
             self.supervisord = True
+            self.start_nginx()  # its program, autostart
             return ok
         if "/usr/sbin/nginx" in argv:
             return self.nginx_command(argv)
@@ -140,6 +141,12 @@ class FakeTarget:
         if not self.supervisord:
             return Result("unix:///fake/supervisor.sock no such file\n", "", 7)
         action, names = args[0], args[1:]
+        if names == ["nginx"]:  # the local nginx, supervisord's program
+            if action == "pid":
+                return Result(f"{NGINX_PID if self.nginx else 0}\n", "", 0)
+            if action == "start":
+                self.start_nginx()
+            return Result("", "", 0)
         colors = [n.rsplit("-", 1)[1] for n in names]
         if action == "pid":
             return Result(f"{SUPERVISORD_PID}\n", "", 0)
@@ -157,7 +164,7 @@ class FakeTarget:
             for color in colors:
                 self.states[color] = "STOPPED"
         if action == "shutdown":
-            self.supervisord = False
+            self.supervisord = self.nginx = False
             self.states = dict.fromkeys(self.states, "STOPPED")
         return Result("", "", 0)
 
@@ -167,9 +174,12 @@ class FakeTarget:
         if argv[-2:] == ["-s", "quit"]:
             self.nginx = False
         elif "-s" not in argv:  # started
-            self.nginx = True
-            self.files[self.layout.nginx_pid_file] = f"{NGINX_PID}\n"
+            self.start_nginx()
         return Result("", "", 0)
+
+    def start_nginx(self) -> None:
+        self.nginx = True
+        self.files[self.layout.nginx_pid_file] = f"{NGINX_PID}\n"
 
     def probe(self, spec: dict) -> Result:
         color = Path(spec["socket"]).stem if spec["socket"] else None

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,59 @@ def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = 
         stop.set()
         for worker in workers:
             worker.join(timeout=60)
+
+
+@dataclass
+class Drill:
+    """What clients saw when a fault hit a site under steady load."""
+    fault: str
+    sent: int  # requests sent after the fault
+    failed: collections.Counter  # their outcomes other than 200
+    recovered: float  # seconds from the fault to the last failed request (0: none failed)
+
+    def __str__(self) -> str:
+        return (f"{self.fault}: {sum(self.failed.values())} of {self.sent} requests failed "
+                f"({dict(self.failed) or 'none'}), recovered after {self.recovered:.1f} s")
+
+
+def drill(fault: str, inject, port: int, address: str = "127.0.0.1", host: str = "localhost",
+          quiet: float = 5, limit: float = 90, threads: int = 4) -> Drill:
+    """Requests from several threads (a new connection each, answers counted by the time they were
+    sent) before and after inject() (the fault); ends once quiet seconds pass with no failure
+    after it, or after limit seconds."""
+    outcomes: list[tuple[float, object]] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                outcome: object = request(port, "/similar?word=fire", host=host, address=address)[0]
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes.append((began, outcome))
+
+    workers = [threading.Thread(target=send, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1)
+        injected = time.monotonic()
+        inject()
+        while time.monotonic() < injected + limit:
+            time.sleep(0.5)
+            with lock:
+                last_failure = max((t for t, o in outcomes if t >= injected and o != 200), default=injected)
+            if time.monotonic() > last_failure + quiet:
+                break
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    after = [(t - injected, o) for t, o in outcomes if t >= injected]
+    failed = [(t, o) for t, o in after if o != 200]
+    return Drill(fault, len(after), collections.Counter(o for _, o in failed), max((t for t, _ in failed), default=0))
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:

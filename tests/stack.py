@@ -17,7 +17,6 @@ from deploy.layout import COLORS, local_layout
 from deploy.render import plan_app, render, render_gunicorn_conf
 from deploy.settings import check_settings
 from deploy.target import Target
-from deploy.validate import find_nginx
 from tests.servers import ROOT, assert_gone, free_port, request, stop_session
 
 SUPERVISORD = Path(sys.executable).parent / "supervisord"
@@ -64,16 +63,14 @@ def local_stack(root: Path, demo_model: Path):
         file.destination.write_text(file.content)
     for name in ("run", "log", "nginx/tmp"):
         (root / name).mkdir(parents=True, exist_ok=True)
+    # supervisord runs nginx too (its [program:nginx]), as on the local target.
     supervisord = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(root / "supervisor" / "supervisord.conf")],
                                    start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    nginx = subprocess.Popen([find_nginx(), "-p", f"{root}/nginx/", "-c", str(root / "nginx" / "nginx.conf"),
-                              "-e", str(root / "log" / "nginx-error.log"), "-g", "daemon off;"],
-                             start_new_session=True)
     try:
         for path in ("/readyz", "/words/readyz"):
             wait_for(lambda: request(port, path)[0] == 200, f"{path} answered 200 through nginx")
         yield port, root
     finally:
-        assert_gone(stop_session(nginx, timeout=60) + stop_session(supervisord, timeout=60), "nginx or supervisord")
+        assert_gone(stop_session(supervisord, timeout=60), "supervisord, nginx or gunicorn")
 
 

@@ -28,8 +28,17 @@ def test_the_local_target_runs_its_own_supervisord_and_nginx_with_a_clean_enviro
         "modelhost-green"]
     assert commands.nginx(LOCAL, "/usr/sbin/nginx", "-s", "reload") == [
         *clean, "/usr/sbin/nginx", "-p", "/home/pi/mh/nginx/", "-c", "/home/pi/mh/nginx/nginx.conf",
-        "-e", "/home/pi/mh/log/nginx-error.log", "-s", "reload"]
+        "-e", "stderr", "-s", "reload"]
+    # nginx itself is supervisord's program, started through it.
+    assert commands.nginx_start(LOCAL, systemd=False) == [
+        str(commands.TOOLS / "supervisorctl"), "-c", "/home/pi/mh/supervisor/supervisord.conf", "start", "nginx"]
     assert LOCAL.nginx_pid_file == Path("/home/pi/mh/run/nginx.pid")
+    assert LOCAL.supervisord_pid_file == Path("/home/pi/mh/run/supervisord.pid")
+
+
+def test_what_a_dead_daemon_left_is_found_and_stopped_by_its_session():
+    assert commands.session(4242) == ["pgrep", "-s", "4242"]
+    assert commands.signal_session(4242, "TERM") == ["pkill", "-TERM", "-s", "4242"]
 
 
 def test_a_host_uses_its_system_services():

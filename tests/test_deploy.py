@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import (FAB, MIN_REQUESTS, REFERENCE_DEPLOY, ROOT, app_checkout, assert_gone, children,
-                           commit_change, fab, free_port, git, needs_nginx, ok, request, steady_load)
+                           commit_change, drill, fab, free_port, git, needs_nginx, ok, request, steady_load)
 
 pytestmark = [needs_nginx, pytest.mark.slow]
 
@@ -212,6 +213,67 @@ def test_a_dirty_checkout_is_refused_unless_asked(site):
         assert "+dirty" in out
     finally:
         git(repo, "checkout", "-q", "app/health.py")
+
+
+def supervisorctl(host: Path, *args: str) -> str:
+    conf = host / "supervisor" / "supervisord.conf"
+    return subprocess.run([str(FAB.parent / "supervisorctl"), "-c", str(conf), *args], capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def live_master(host: Path) -> int:
+    return int(supervisorctl(host, "pid", f"modelhost-{os.readlink(host / 'modelhost' / 'current')}"))
+
+
+def pid_in(path: Path) -> int:
+    return int(path.read_text())
+
+
+# fault -> (failed requests allowed, seconds to recovery allowed); what restarts it is in the test.
+ALLOWED = {
+    "kill -9 of a gunicorn worker": (4, 5),  # the requests it held (one per load thread); gunicorn forks another
+    "kill -9 of the live gunicorn master": (None, 20),  # supervisord starts it again; the app loads again
+    "kill -9 of nginx's master": (None, 5),  # supervisord starts it again, after killing the old workers
+    "kill -9 of supervisord": (0, 0),  # what it ran serves on (under PID 1) ...
+    "the next fab deploy, after supervisord died": (None, 30),  # ... until a deploy stops it and starts all again
+}
+
+
+def test_kill_9_drills_on_this_machine(site):
+    """Each fault under steady load, every answer counted; the figures are printed for the notes."""
+    repo, port, host = site
+    faults = {
+        "kill -9 of a gunicorn worker": lambda: os.kill(children(live_master(host))[0], signal.SIGKILL),
+        "kill -9 of the live gunicorn master": lambda: os.kill(live_master(host), signal.SIGKILL),
+        "kill -9 of nginx's master": lambda: os.kill(pid_in(host / "run" / "nginx.pid"), signal.SIGKILL),
+        "kill -9 of supervisord": lambda: os.kill(pid_in(host / "run" / "supervisord.pid"), signal.SIGKILL),
+    }
+    drills = []
+    for fault, inject in faults.items():
+        drills.append(drill(fault, inject, port))
+        print(drills[-1])
+    status = ok(fab("status", "--settings", str(repo / "deploy.toml")))
+    assert "supervisord      not running: it died, and what it ran still runs" in status, status
+    edit_without_committing(repo)  # the live release is the dirty one: a deploy of it makes nothing new
+    try:
+        drills.append(drill("the next fab deploy, after supervisord died",
+                            lambda: drills.append(ok(deploy(site, "--allow-dirty"))), port))
+    finally:
+        git(repo, "checkout", "-q", "app/health.py")
+    out = drills.pop(-2)
+    print(drills[-1])
+    assert re.search(r"recover +changed .* supervisord \(\d+\) had died, leaving \d+ processes", out), out
+    for result in drills:
+        failed, seconds = ALLOWED[result.fault]
+        assert failed is None or sum(result.failed.values()) <= failed, result
+        assert result.recovered <= seconds, result
+    # Nothing is orphaned: every gunicorn and nginx process descends from the new supervisord.
+    supervisord = pid_in(host / "run" / "supervisord.pid")
+    family = [supervisord, *children(supervisord)]
+    for pid in list(family):
+        family += children(pid)
+    ours = subprocess.run(["pgrep", "-f", str(host)], capture_output=True, text=True).stdout.split()
+    assert set(map(int, ours)) <= set(family), (ours, family)
 
 
 def test_stop_leaves_no_process_behind(site):

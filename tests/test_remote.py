@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests import hosts
-from tests.servers import (FAB, MIN_REQUESTS, REFERENCE_DEPLOY, ROOT, app_checkout, commit_change, fab, git, ok,
-                           request, steady_load)
+from tests.servers import (FAB, MIN_REQUESTS, REFERENCE_DEPLOY, ROOT, app_checkout, commit_change, drill, fab, git,
+                           ok, request, steady_load)
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
@@ -124,7 +124,7 @@ def test_provision_makes_a_fresh_host_ready(site):
     out = timed("fresh provision", site, "provision")
     changed = steps(out)
     assert changed == {"packages": "changed", "user": "changed", "directories": "changed", "boot": "changed",
-                       "nginx site": "changed", "services": "changed"}, out
+                       "nginx site": "changed", "services": "changed", "keepers": "changed"}, out
     assert re.search(r"packages .* installed nginx, supervisor, python3-venv(, procps)? with apt", out), out
     assert site.on_host(f"getent passwd {APP}").strip().endswith(":/var/lib/modelhost:/usr/sbin/nologin")
     assert APP in site.on_host("id -nG www-data").split()  # nginx reaches the app's sockets
@@ -142,13 +142,21 @@ def test_provision_makes_a_fresh_host_ready(site):
     for service in ("nginx", "supervisor"):
         check = f"systemctl is-active {service}" if site.host.flavor == "systemd" else f"service {service} status"
         assert site.host.ssh(check).returncode == 0, f"{service} is not running"
+    # What keeps them: systemd's drop-ins, or the keeper daemon where init.d scripts run.
+    if site.host.flavor == "systemd":
+        shown = site.on_host("systemctl show -p Restart,RestartUSec,KillMode supervisor nginx").split()
+        assert shown.count("Restart=on-failure") == 2 and shown.count("KillMode=control-group") == 2, shown
+        assert shown.count("RestartUSec=2s") == 2, shown
+    else:
+        assert site.host.ssh("service modelhost-keeper status").returncode == 0
+        assert any((site.host.root / "etc/rc2.d").glob("S??modelhost-keeper"))  # and at boot
 
 
 def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
     lists = site.host.root / "var/lib/apt/lists"
     before = sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir())
     out = timed("no-op provision", site, "provision")
-    assert set(steps(out).values()) == {"unchanged"} and " 0 of 6 steps changed something" in out, out
+    assert set(steps(out).values()) == {"unchanged"} and " 0 of 7 steps changed something" in out, out
     assert sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir()) == before
 
 
@@ -168,7 +176,7 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(s
 
 
 def test_provision_and_deploy_again_change_nothing(site):
-    assert " 0 of 6 steps changed something" in timed("no-op provision", site, "provision")
+    assert " 0 of 7 steps changed something" in timed("no-op provision", site, "provision")
     out = timed("no-op deploy", site, "deploy")
     assert set(steps(out).values()) == {"unchanged"} and " 0 of 9 steps changed something" in out, out
 
@@ -198,6 +206,33 @@ def test_rollback_brings_back_the_previous_release(site):
     history = [json.loads(line) for line in (site.host.root / f"srv/{APP}/history.jsonl").read_text().splitlines()]
     assert [h["action"] for h in history] == ["deploy", "deploy", "rollback"]
     assert all(h["result"] == "ok" and h["user"] for h in history)
+
+
+LIVE = f"modelhost-$(basename $(readlink /srv/{APP}/current))"
+# fault -> (the command that injects it, failed requests allowed, seconds to recovery allowed)
+HOST_DRILLS = {
+    # gunicorn forks another worker; the requests it held fail (one per load thread at most)
+    "kill -9 of a gunicorn worker": (f"kill -9 $(pgrep -P $(supervisorctl pid {LIVE}) | head -1)", 4, 5),
+    # supervisor starts the master again; the app loads again
+    "kill -9 of the live gunicorn master": (f"kill -9 $(supervisorctl pid {LIVE})", None, 30),
+    # systemd (the drop-in) or modelhost-keeper stops what it left, then starts it again
+    "kill -9 of supervisord": ("kill -9 $(cat /run/supervisord.pid)", None, 30),
+    "kill -9 of nginx's master": ("kill -9 $(cat /run/nginx.pid)", None, 15),
+}
+
+
+def test_kill_9_drills_the_host_recovers_from_by_itself(site):
+    """Each fault under steady load, every answer counted; the figures are printed for the notes."""
+    for fault, (command, failed, seconds) in HOST_DRILLS.items():
+        result = drill(fault, lambda: site.on_host(command), 80, address=site.host.address, host=site.host.address)
+        print(f"{site.host.flavor}: {result}")
+        assert failed is None or sum(result.failed.values()) <= failed, result
+        assert result.recovered <= seconds, result
+        # Nothing orphaned: one gunicorn master, supervisord's child; none under PID 1.
+        masters = site.on_host("ps -o ppid= -C gunicorn | sort | uniq -c").split()
+        supervisord = site.on_host("cat /run/supervisord.pid").strip()
+        assert supervisord in masters and "1" not in masters[1::2], (fault, masters)
+        assert site.on_host("ps -o ppid= -C nginx").split().count("1") == 1  # one master, under init
 
 
 def test_status_logs_and_diff_describe_the_host(site):

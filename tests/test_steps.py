@@ -49,9 +49,9 @@ def test_a_first_deploy_starts_blue_points_nginx_at_it_and_links_current(fake):
     assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
     site = ctx.layout.nginx_sites / "localhost.conf"
     assert "unix:" + str(ctx.layout.socket("blue")) in target.files[site]
-    # nginx -t before nginx starts, and nginx only once blue answered
-    started = target.index(r"/usr/sbin/nginx -p \S+ -c \S+ -e \S+$")
-    assert target.index(r"^probe .*blue.sock") < target.index(r"nginx.* -t -q") < started
+    # nginx -t before nginx starts (the local one is supervisord's program), and nginx only once blue answered
+    started = target.index(r"supervisorctl .* start nginx$")
+    assert target.nginx and target.index(r"^probe .*blue.sock") < target.index(r"nginx.* -t -q") < started
 
 
 def test_a_new_release_goes_to_the_idle_color_and_the_old_one_stops_after_the_switch(fake):
@@ -67,7 +67,7 @@ def test_a_new_release_goes_to_the_idle_color_and_the_old_one_stops_after_the_sw
     assert started < reloaded < switched < stopped
     # supervisor updates only a stopped color's program (updating a running one restarts it):
     # green before it starts, blue once it has stopped
-    assert [c.split()[-1] for c in target.ran(" update ")] == ["modelhost-green", "modelhost-blue"]
+    assert [c.split()[-1] for c in target.ran(" update modelhost")] == ["modelhost-green", "modelhost-blue"]
     assert target.index("update modelhost-green") < started and target.index("update modelhost-blue") > stopped
 
 
@@ -351,3 +351,21 @@ def test_a_failed_step_is_reported_with_its_time(fake):
             target.now += 2.5
             raise RuntimeError("boom")
     assert [(s.name, s.failed, s.seconds) for s in reported] == [("model", True, 2.5)]
+
+
+def test_start_at_boot_puts_one_marked_reboot_line_in_the_users_crontab_and_takes_it_away():
+    ctx, target = fake_context({"local": {"start_at_boot": True}})
+    parts.ensure_start_at_boot(ctx)
+    staged = ctx.layout.host_root / "run" / "crontab"
+    assert target.ran(f"^crontab {staged}$") and target.ran(f"^rm .*{staged}")
+    step = ctx.steps[-1]
+    assert step.name == "boot" and step.changed
+    assert "@reboot env -i HOME=/home/pi" in step.detail and "supervisord -c /home/pi/mh/supervisor/supervisord.conf" in step.detail
+    # The user's other lines stay; only the line marked with this target's root comes and goes.
+    assert parts.boot_crontab("0 3 * * * backup\n", "@reboot start", "  # modelhost: /r", True) == (
+        "0 3 * * * backup\n@reboot start  # modelhost: /r\n")
+    assert parts.boot_crontab("0 3 * * * backup\n@reboot old  # modelhost: /r\n", "@reboot start",
+                              "  # modelhost: /r", False) == "0 3 * * * backup\n"
+    off, target = fake_context()
+    parts.ensure_start_at_boot(off)  # off, and no line of ours: nothing done, no step
+    assert not off.steps and not target.ran("^crontab /")

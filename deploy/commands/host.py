@@ -134,3 +134,23 @@ def children(pid: int) -> list[str]:
 def alive(pid: int) -> list[str]:
     return ["kill", "-0", str(pid)]
 
+
+def crontab(*args: str) -> list[str]:
+    """The user's crontab: -l prints it (exit 1 when there is none), FILE replaces it."""
+    return ["crontab", *args]
+
+
+def has_command(name: str) -> list[str]:
+    return ["sh", "-c", 'command -v "$1"', "sh", name]
+
+
+def session(leader: int) -> list[str]:
+    """The pids of a session, one per line: what its leader (a daemon) started. Its pid is not
+    given to another process while the session has members, so once the leader is dead these are
+    its leftovers."""
+    return ["pgrep", "-s", str(leader)]
+
+
+def signal_session(leader: int, signal: str) -> list[str]:
+    return ["pkill", f"-{signal}", "-s", str(leader)]
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.commands.host import clean_env, service
+from deploy.commands.programs import supervisorctl
 from deploy.layout import Layout
 
 
@@ -16,13 +17,18 @@ def nginx(layout: Layout, binary: str, *args: str) -> list[str]:
     """nginx with the local target's own prefix and configuration (a host's nginx needs neither)."""
     if layout.nginx_conf:
         return [*clean_env(layout), binary, "-p", f"{layout.nginx_dir}/", "-c", str(layout.nginx_conf),
-                "-e", str(layout.nginx_logs[0]), *args]
+                "-e", "stderr", *args]
     return [binary, *args]
 
 
-def nginx_start(layout: Layout, binary: str, systemd: bool) -> list[str]:
-    """The local target's own nginx (it puts itself in the background), or the host's service."""
-    return nginx(layout, binary) if layout.nginx_conf else service(systemd, "nginx", "start")
+def nginx_start(layout: Layout, systemd: bool) -> list[str]:
+    """The local target's own nginx (a program of its supervisord), or the host's service."""
+    return supervisorctl(layout, "start", "nginx") if layout.nginx_conf else service(systemd, "nginx", "start")
+
+
+def supervised_nginx(layout: Layout) -> list[str]:
+    """Prints the pid of the local target's nginx as supervisord knows it (0 when it is stopped)."""
+    return supervisorctl(layout, "pid", "nginx")
 
 
 def nginx_check(binary: str, conf: Path, prefix: Path) -> list[str]:
