@@ -61,6 +61,7 @@ class Layout:
     directories: tuple[Directory, ...] = ()  # every directory the target needs, with owners and modes
     nginx_enabled: Path | None = None  # where Debian's nginx reads sites from: links to nginx_sites
     tmpfiles_dir: Path | None = None  # a host's systemd-tmpfiles.d: the socket directory at boot
+    logrotate_dir: Path | None = None  # a host's logrotate.d: the site's nginx logs
     supervisor_defaults: Path | None = None  # sourced by a host's /etc/init.d/supervisor before it starts
     host_root: Path | None = None  # local target only: nginx's and supervisord's own files
     nginx_conf: Path | None = None  # local target only: the nginx.conf its own nginx runs with
@@ -174,11 +175,13 @@ def system_layout(settings) -> Layout:
         tls_listen=listen(settings.nginx.address, settings.nginx.tls_port),
         process_manager=settings.app.process_manager,
         base=Path("/"), nginx_host_file=nginx / "conf.d" / "modelhost.conf", nginx_pid_file=Path("/run/nginx.pid"),
-        nginx_logs=(Path("/var/log/nginx/error.log"), Path("/var/log/nginx/access.log")),
+        # The site's own, beside the app's (rotated by /etc/logrotate.d/<app>); nginx's own are Debian's.
+        nginx_logs=(log_dir / "nginx-error.log", log_dir / "nginx-access.log"),
         supervisord_log=Path("/var/log/supervisor/supervisord.log"), supervisord_pid_file=Path("/run/supervisord.pid"),
         secrets_owner=app, needs_provision=True,
         too_long_fix="use a shorter [app] name", nginx_enabled=nginx / "sites-enabled",
-        tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"))
+        tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"),
+        logrotate_dir=Path("/etc/logrotate.d"))
     # The app's user may read its config and make its sockets; nginx (its group) may reach them and
     # nothing else.
     shared = ("root", "root", "755")

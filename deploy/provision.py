@@ -8,6 +8,7 @@ and costs a handful of quick commands (no `apt-get update` unless a package is m
     directories  the layout's directories with their owners and modes (deploy/layout.py)
     boot         the socket directory /run/<app> made again at boot (/run is emptied):
                  tmpfiles.d with systemd, /etc/default/supervisor with init.d scripts
+    log rotation /etc/logrotate.d/<app> for the site's nginx logs in /var/log/<app>, checked by logrotate
     nginx site   Debian's default site disabled (it would answer every host name on port 80)
     services     nginx and supervisor enabled at boot and running, the host's way
     keepers      nginx and supervisor started again within seconds when they die, with what the
@@ -21,10 +22,11 @@ from pathlib import Path
 from deploy import commands
 from deploy.context import Context, DeployError
 from deploy.parts import ensure_directories
-from deploy.render import KEEPER, RESTART_SECONDS, keeper_init, keeper_script, restart_dropin, tmpfiles_conf
+from deploy.render import (KEEPER, RESTART_SECONDS, keeper_init, keeper_script, logrotate_conf, restart_dropin,
+                           tmpfiles_conf)
 from deploy.target import CommandFailed
 
-PACKAGES = ["nginx", "supervisor", "python3-venv", "procps"]
+PACKAGES = ["nginx", "supervisor", "python3-venv", "procps", "logrotate"]
 SERVICES = ["nginx", "supervisor"]  # supervisor only when it runs the app ([app] process_manager)
 NOLOGIN = "/usr/sbin/nologin"
 KEEPER_SERVICE = "modelhost-keeper"
@@ -40,6 +42,7 @@ def provision(ctx: Context) -> None:
     ensure_user(ctx)
     ensure_directories(ctx)
     ensure_boot(ctx)
+    ensure_log_rotation(ctx)
     ensure_nginx_site(ctx)
     ensure_services(ctx)
     ensure_keepers(ctx)
@@ -106,6 +109,22 @@ def ensure_boot(ctx: Context) -> None:
         if line not in current.splitlines():
             ctx.target.write(defaults, current + ("\n" if current and not current.endswith("\n") else "") + line + "\n")
             step.changed = True
+
+
+def ensure_log_rotation(ctx: Context) -> None:
+    """The site's nginx logs are rotated (logrotate checks the file before it stays)."""
+    path = ctx.layout.logrotate_dir / ctx.layout.app
+    with ctx.step("log rotation") as step:
+        before = ctx.target.read(path)
+        step.changed = ctx.target.write(path, logrotate_conf(ctx.layout))
+        check = ctx.run(commands.logrotate_check(path), check=False)
+        if check.exited != 0 or "error:" in check.stdout + check.stderr:  # it exits 0 past an unknown option
+            if before is None:
+                ctx.run(commands.remove(path))
+            else:
+                ctx.target.write(path, before)
+            raise DeployError(f"logrotate refused {path} (the old one is back):\n{(check.stdout + check.stderr).strip()}")
+        step.detail = f"{path}: {', '.join(map(str, ctx.layout.nginx_logs))} daily or over 100 MB, 14 kept"
 
 
 def ensure_nginx_site(ctx: Context) -> None:

@@ -194,6 +194,11 @@ def keeper_init() -> str:
     return template("initd/modelhost-keeper.init.j2", keeper=KEEPER)
 
 
+def logrotate_conf(layout: Layout) -> str:
+    """logrotate's file for the app's nginx logs on a host."""
+    return template("nginx/logrotate.j2", layout=layout)
+
+
 def tmpfiles_conf(layout: Layout) -> str:
     """systemd-tmpfiles' line that makes the socket directory at boot."""
     return template("systemd/tmpfiles.conf.j2", layout=layout)
@@ -305,7 +310,9 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
     sites = group_sites(apps)
     for site in sites:
         site["file"] = site_file_name(site["key"]["server_names"])
+        first = site["apps"][0].layout  # a host's site logs beside its (first) app's; the local nginx's go to supervisord
         values = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
+                  "logs": None if first.nginx_conf else first.nginx_logs,
                   "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
         add(layout.nginx_sites / site["file"], template("nginx/site.conf.j2", site=values),
             f"nginx site for {', '.join(a['name'] for a in values['apps'])}", "nginx")

@@ -124,8 +124,9 @@ def test_provision_makes_a_fresh_host_ready(site):
     out = timed("fresh provision", site, "provision")
     changed = steps(out)
     assert changed == {"packages": "changed", "user": "changed", "directories": "changed", "boot": "changed",
-                       "nginx site": "changed", "services": "changed", "keepers": "changed"}, out
-    assert re.search(r"packages .* installed nginx, supervisor, python3-venv(, procps)? with apt", out), out
+                       "nginx site": "changed", "services": "changed", "keepers": "changed",
+                       "log rotation": "changed"}, out
+    assert re.search(r"packages .* installed nginx, supervisor, python3-venv(, procps)?(, logrotate)? with apt", out), out
     assert site.on_host(f"getent passwd {APP}").strip().endswith(":/var/lib/modelhost:/usr/sbin/nologin")
     assert APP in site.on_host("id -nG www-data").split()  # nginx reaches the app's sockets
     modes = site.on_host(f"stat -c '%n %U:%G %a' /srv/{APP} /etc/{APP} /run/{APP} /var/log/{APP}").splitlines()
@@ -142,6 +143,10 @@ def test_provision_makes_a_fresh_host_ready(site):
     for service in ("nginx", "supervisor"):
         check = f"systemctl is-active {service}" if site.host.flavor == "systemd" else f"service {service} status"
         assert site.host.ssh(check).returncode == 0, f"{service} is not running"
+    # The site's nginx logs are rotated; logrotate itself reads the file without an error.
+    check = site.host.ssh(f"logrotate --debug /etc/logrotate.d/{APP}")
+    assert check.returncode == 0 and "error:" not in check.stdout + check.stderr, check.stderr
+    assert f"/var/log/{APP}/nginx-access.log" in check.stdout + check.stderr
     # What keeps them: systemd's drop-ins, or the keeper daemon where init.d scripts run.
     if site.host.flavor == "systemd":
         shown = site.on_host("systemctl show -p Restart,RestartUSec,KillMode supervisor nginx").split()
@@ -156,7 +161,7 @@ def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
     lists = site.host.root / "var/lib/apt/lists"
     before = sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir())
     out = timed("no-op provision", site, "provision")
-    assert set(steps(out).values()) == {"unchanged"} and " 0 of 7 steps changed something" in out, out
+    assert set(steps(out).values()) == {"unchanged"} and " 0 of 8 steps changed something" in out, out
     assert sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir()) == before
 
 
@@ -176,7 +181,7 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(s
 
 
 def test_provision_and_deploy_again_change_nothing(site):
-    assert " 0 of 7 steps changed something" in timed("no-op provision", site, "provision")
+    assert " 0 of 8 steps changed something" in timed("no-op provision", site, "provision")
     out = timed("no-op deploy", site, "deploy")
     assert set(steps(out).values()) == {"unchanged"} and " 0 of 9 steps changed something" in out, out
 
@@ -248,7 +253,7 @@ def test_status_logs_and_diff_describe_the_host(site):
     out = ok(site.fab("logs", "--lines", "100"))
     assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
     out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
-    assert "==> /var/log/nginx/access.log <==" in out and "GET /livez" in out
+    assert f"==> /var/log/{APP}/nginx-access.log <==" in out and "GET /livez" in out
     follow = subprocess.Popen([str(FAB), "-S", str(site.config), "-H", f"root@{site.host.address}", "logs",
                                "--follow", "--lines", "0", "--settings", str(site.repo / "deploy.toml")],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -135,6 +135,12 @@ def alive(pid: int) -> list[str]:
     return ["kill", "-0", str(pid)]
 
 
+def logrotate_check(path: Path) -> list[str]:
+    """logrotate reads the file and says what it would do, changing nothing; "error:" lines for
+    what it refuses."""
+    return ["logrotate", "--debug", str(path)]
+
+
 def crontab(*args: str) -> list[str]:
     """The user's crontab: -l prints it (exit 1 when there is none), FILE replaces it."""
     return ["crontab", *args]
