@@ -15,7 +15,7 @@ import jinja2
 
 from deploy.facts import HostFacts
 from deploy.layout import COLORS, Layout, local_layout
-from deploy.settings import KIT_DIR
+from deploy.settings import KIT_DIR, size_bytes
 from deploy.workers import WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +163,7 @@ def gunicorn_values(app: App) -> dict:
         graceful_timeout=s.gunicorn.graceful_timeout, max_requests=s.gunicorn.max_requests,
         max_requests_jitter=s.gunicorn.max_requests_jitter, nginx_group=app.layout.nginx_group,
         environment=dict(sorted(s.app.env.items())), secrets_file=str(app.layout.env_file),
+        max_body=size_bytes(s.nginx.client_max_body_size),
         secrets=list(s.app.secrets))
 
 

@@ -56,13 +56,13 @@ control_socket_disable = True
 
 
 def post_request(worker, req, environ, resp):
-    """Read what the app left unread of the request body (nginx limits its size) before gunicorn
+    """Read what the app left unread of the request body, up to nginx's limit, before gunicorn
     closes the connection: a close with unread data resets it, and nginx, still sending or
     reading, would answer 502 instead of the app's own answer (say, its 413 for a large body)."""
-    body = environ.get("wsgi.input")
+    body, left = environ.get("wsgi.input"), 2097152
     try:
-        while body is not None and body.read(1 << 16):
-            pass
+        while body is not None and left > 0 and (chunk := body.read(min(left, 1 << 16))):
+            left -= len(chunk)
     except (OSError, ValueError):
         pass
 
