@@ -3,8 +3,9 @@
 own loopback address. Nothing is mocked: apt, sudo, nginx, supervisor and gunicorn run there.
 
 Per flavor, in order: fresh host -> provision -> deploy -> the site through the host's nginx ->
-provision and deploy again (nothing changes) -> a code change -> rollback -> status, logs, diff ->
-the deploy lock -> sudo users -> an unknown host key. Then one command for both hosts (-H a,b).
+provision and deploy again (nothing changes) -> a code change -> rollback -> status, logs, diff -> stop,
+a boot -> kill -9 drills -> the deploy lock -> sudo users -> an unknown host key. Then one command for
+both hosts (-H a,b).
 """
 from __future__ import annotations
 
@@ -213,33 +214,6 @@ def test_rollback_brings_back_the_previous_release(site):
     assert all(h["result"] == "ok" and h["user"] for h in history)
 
 
-LIVE = f"modelhost-$(basename $(readlink /srv/{APP}/current))"
-# fault -> (the command that injects it, failed requests allowed, seconds to recovery allowed)
-HOST_DRILLS = {
-    # gunicorn forks another worker; the requests it held fail (one per load thread at most)
-    "kill -9 of a gunicorn worker": (f"kill -9 $(pgrep -P $(supervisorctl pid {LIVE}) | head -1)", 4, 5),
-    # supervisor starts the master again; the app loads again
-    "kill -9 of the live gunicorn master": (f"kill -9 $(supervisorctl pid {LIVE})", None, 30),
-    # systemd (the drop-in) or modelhost-keeper stops what it left, then starts it again
-    "kill -9 of supervisord": ("kill -9 $(cat /run/supervisord.pid)", None, 30),
-    "kill -9 of nginx's master": ("kill -9 $(cat /run/nginx.pid)", None, 15),
-}
-
-
-def test_kill_9_drills_the_host_recovers_from_by_itself(site):
-    """Each fault under steady load, every answer counted; the figures are printed for the notes."""
-    for fault, (command, failed, seconds) in HOST_DRILLS.items():
-        result = drill(fault, lambda: site.on_host(command), 80, address=site.host.address, host=site.host.address)
-        print(f"{site.host.flavor}: {result}")
-        assert failed is None or sum(result.failed.values()) <= failed, result
-        assert result.recovered <= seconds, result
-        # Nothing orphaned: one gunicorn master, supervisord's child; none under PID 1.
-        masters = site.on_host("ps -o ppid= -C gunicorn | sort | uniq -c").split()
-        supervisord = site.on_host("cat /run/supervisord.pid").strip()
-        assert supervisord in masters and "1" not in masters[1::2], (fault, masters)
-        assert site.on_host("ps -o ppid= -C nginx").split().count("1") == 1  # one master, under init
-
-
 def test_status_logs_and_diff_describe_the_host(site):
     out = ok(site.fab("status"))
     assert out.startswith(f"{APP} on {site.host.address}: http://{site.host.address}/")
@@ -252,8 +226,9 @@ def test_status_logs_and_diff_describe_the_host(site):
 
     out = ok(site.fab("logs", "--lines", "100"))
     assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
+    site.get("/livez?last")
     out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
-    assert f"==> /var/log/{APP}/nginx-access.log <==" in out and "GET /livez" in out
+    assert f"==> /var/log/{APP}/nginx-access.log <==" in out and "GET /livez?last" in out
     follow = subprocess.Popen([str(FAB), "-S", str(site.config), "-H", f"root@{site.host.address}", "logs",
                                "--follow", "--lines", "0", "--settings", str(site.repo / "deploy.toml")],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -308,6 +283,33 @@ def test_the_site_comes_back_when_the_host_boots(site):
         time.sleep(0.5)
     assert site.get("/readyz")[0] == 200, "the live color did not come back"
     assert site.on_host(f"stat -c '%U:%G %a' /run/{APP}").split() == [f"{APP}:www-data", "750"]
+
+
+LIVE = f"modelhost-$(basename $(readlink /srv/{APP}/current))"
+# fault -> (the command that injects it, failed requests allowed, seconds to recovery allowed)
+HOST_DRILLS = {
+    # gunicorn forks another worker; the requests it held fail (one per load thread at most)
+    "kill -9 of a gunicorn worker": (f"kill -9 $(pgrep -P $(supervisorctl pid {LIVE}) | head -1)", 4, 5),
+    # supervisor starts the master again; the app loads again
+    "kill -9 of the live gunicorn master": (f"kill -9 $(supervisorctl pid {LIVE})", None, 30),
+    # systemd (the drop-in) or modelhost-keeper stops what it left, then starts it again
+    "kill -9 of supervisord": ("kill -9 $(cat /run/supervisord.pid)", None, 30),
+    "kill -9 of nginx's master": ("kill -9 $(cat /run/nginx.pid)", None, 15),
+}
+
+
+def test_kill_9_drills_the_host_recovers_from_by_itself(site):
+    """Each fault under steady load, every answer counted; the figures are printed for the notes."""
+    for fault, (command, failed, seconds) in HOST_DRILLS.items():
+        result = drill(fault, lambda: site.on_host(command), 80, address=site.host.address, host=site.host.address)
+        print(f"{site.host.flavor}: {result}")
+        assert failed is None or sum(result.failed.values()) <= failed, result
+        assert result.recovered <= seconds, result
+        # Nothing orphaned: one gunicorn master, supervisord's child; none under PID 1.
+        masters = site.on_host("ps -o ppid= -C gunicorn | sort | uniq -c").split()
+        supervisord = site.on_host("cat /run/supervisord.pid").strip()
+        assert supervisord in masters and "1" not in masters[1::2], (fault, masters)
+        assert site.on_host("ps -o ppid= -C nginx").split().count("1") == 1  # one master, under init
 
 
 def test_a_deploy_lock_left_behind_is_named_and_can_be_broken(site):
