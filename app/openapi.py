@@ -194,7 +194,8 @@ def spec() -> dict:
         },
         "/api/v1/cluster": {
             "post": operation(
-                "The k-means cluster of a text, and the nearest corpus documents", "ClusterResult", (404,) + JSON_ERRORS,
+                "The k-means cluster of a text, and the nearest corpus documents", "ClusterResult",
+                (404,) + JSON_ERRORS,
                 description="`text` is one text or a list; `results` has one entry per text.",
                 body=json_content(ref("ClusterRequest"), {"text": "The Taliban fought in Afghanistan"})),
         },

@@ -104,10 +104,11 @@ def ensure_start_at_boot(ctx: Context) -> None:
     if not wanted and marker not in current:
         return
     with ctx.step("boot") as step:
+        start = shlex.join(commands.supervisord_start(layout))
         if not has_cron:
             raise DeployError("[local] start_at_boot = true needs cron, which is not installed: sudo apt-get install "
-                              f"cron (or start the target yourself at boot: {shlex.join(commands.supervisord_start(layout))})")
-        line = "@reboot " + shlex.join(commands.supervisord_start(layout))
+                              f"cron (or start the target yourself at boot: {start})")
+        line = f"@reboot {start}"
         text = boot_crontab(current, line, marker, wanted)
         step.detail = (f"supervisord starts at boot (your crontab: {line})" if wanted else
                        "supervisord no longer starts at boot (its line left your crontab)")

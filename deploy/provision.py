@@ -123,7 +123,8 @@ def ensure_log_rotation(ctx: Context) -> None:
                 ctx.run(commands.remove(path))
             else:
                 ctx.target.write(path, before)
-            raise DeployError(f"logrotate refused {path} (the old one is back):\n{(check.stdout + check.stderr).strip()}")
+            said = (check.stdout + check.stderr).strip()
+            raise DeployError(f"logrotate refused {path} (the old one is back):\n{said}")
         step.detail = f"{path}: {', '.join(map(str, ctx.layout.nginx_logs))} daily or over 100 MB, 14 kept"
 
 

@@ -311,7 +311,8 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
     sites = group_sites(apps)
     for site in sites:
         site["file"] = site_file_name(site["key"]["server_names"])
-        first = site["apps"][0].layout  # a host's site logs beside its (first) app's; the local nginx's go to supervisord
+        # A host's site logs beside its (first) app's; the local nginx's go to supervisord.
+        first = site["apps"][0].layout
         values = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
                   "logs": None if first.nginx_conf else first.nginx_logs,
                   "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
