@@ -83,10 +83,11 @@ def rollback_target(ctx: Context, to: str | None) -> Release:
 
 def recover(ctx: Context) -> None:
     """First, stop what a process manager that died left running (a step only when it did)."""
-    if ctx.programs.leftovers()[1]:
+    dead, pids = ctx.programs.leftovers()
+    if pids:
         with ctx.step("recover") as step:
             step.changed = True
-            step.detail = ctx.programs.recover()
+            step.detail = ctx.programs.recover(dead, pids)
 
 
 def release_app(ctx: Context, release: Release) -> App:
@@ -182,8 +183,9 @@ def stop(ctx: Context) -> list[int]:
     returns the pids that were stopped. On a host only the app's programs: supervisord and nginx are
     the host's, and may serve more. Not while a deploy runs (it holds the lock)."""
     with locked(ctx, "stop"):
-        leftovers = ctx.programs.leftovers()[1]
-        ctx.programs.recover()
+        dead, leftovers = ctx.programs.leftovers()
+        if leftovers:
+            ctx.programs.recover(dead, leftovers)
         pids = leftovers + ctx.programs.stop_all() + ctx.nginx.stop_own()
         timeout = ctx.settings.gunicorn.graceful_timeout + 30
         if not ctx.wait(lambda: all(ctx.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):

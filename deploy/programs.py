@@ -78,14 +78,12 @@ class ProcessManager(ABC):
         programs running under PID 1 (nothing, (0, []), when it runs or stopped cleanly)."""
         return 0, []
 
-    def recover(self) -> str:
-        """Stop what a dead manager left (gunicorn on the app's sockets, the local nginx on its port),
-        so that starting it again never runs a second gunicorn on a socket; says what it stopped."""
-        dead, pids = self.leftovers()
-        if not pids:
-            return ""
+    def recover(self, dead: int, pids: list[int]) -> str:
+        """Stop what a dead manager left (leftovers' answer: gunicorn on the app's sockets, the local
+        nginx on its port), so that starting it again never runs a second gunicorn on a socket; says
+        what it stopped."""
         ctx = self.ctx
-        gone = lambda: not self.leftovers()[1]
+        gone = lambda: not set(ctx.run(commands.session(dead), check=False).stdout.split()) - {str(dead)}
         ctx.run(commands.signal_session(dead, "TERM"), check=False)  # gunicorn: graceful, nginx: fast
         if not ctx.wait(gone, ctx.settings.gunicorn.graceful_timeout + 10):
             ctx.run(commands.signal_session(dead, "KILL"), check=False)
@@ -136,10 +134,14 @@ class Supervisor(ProcessManager):
         """supervisord leads a session (it daemonizes, or systemd starts it in one), and its programs
         stay in it; its pid file is left behind when it is killed."""
         text = (self.ctx.target.read(self.layout.supervisord_pid_file) or "").strip()
-        if not text.isdigit() or self.ctx.run(commands.alive(int(text)), check=False).exited == 0:
+        if not text.isdigit():
+            return 0, []
+        # A killed daemon is a zombie until init reaps it: dead, though kill -0 still finds it.
+        state = self.ctx.run(commands.process_state(int(text)), check=False).stdout.strip()
+        if state and not state.startswith("Z"):
             return 0, []
         found = self.ctx.run(commands.session(int(text)), check=False).stdout.split()
-        return int(text), [int(pid) for pid in found if pid.isdigit()]
+        return int(text), [int(pid) for pid in found if pid.isdigit() and pid != text]
 
     def parse_status(self, output: str, color: str) -> tuple[str, int | None, str]:
         return commands.parse_supervisor_status(output, self.name(color))

@@ -150,6 +150,11 @@ def has_command(name: str) -> list[str]:
     return ["sh", "-c", 'command -v "$1"', "sh", name]
 
 
+def process_state(pid: int) -> list[str]:
+    """A process's state letters (Z: a zombie, dead but not yet reaped); nothing when there is none."""
+    return ["ps", "-o", "stat=", "-p", str(pid)]
+
+
 def session(leader: int) -> list[str]:
     """The pids of a session, one per line: what its leader (a daemon) started. Its pid is not
     given to another process while the session has members, so once the leader is dead these are
