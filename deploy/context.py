@@ -21,6 +21,8 @@ from invoke import Context as Local
 from deploy import commands
 from deploy.facts import HostFacts, gather
 from deploy.layout import Layout
+from deploy.render import certificate_paths
+from deploy.settings import LOOPBACK_NAMES
 from deploy.target import Target
 
 
@@ -36,9 +38,6 @@ class Step:
     changed: bool = False
     seconds: float = 0.0
     failed: bool = False
-
-
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def now() -> str:
@@ -77,9 +76,11 @@ class Context:
 
     # ---- the site, as clients reach it ---------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def tls(self) -> bool:
-        return self.layout.tls(self.settings)
+        """HTTPS: [nginx] tls on a target that serves it, once the certificate and its key are there
+        (until then the site is served over HTTP: `fab certificate` gets one)."""
+        return self.layout.tls(self.settings) and all(self.exists(Path(p)) for p in certificate_paths(self.settings))
 
     @property
     def site_address(self) -> tuple[str, int]:

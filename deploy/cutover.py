@@ -10,6 +10,7 @@ it is not running (after `fab stop`, or a reboot).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 
 from deploy import commands, state
@@ -18,6 +19,7 @@ from deploy.layout import COLORS
 from deploy.render import App, render
 from deploy.state import Release
 from deploy.target import CommandFailed
+from deploy.workers import WorkerPlan
 
 STOPPED = ("STOPPED", "EXITED", "FATAL", "DOWN")
 EXITED = (*STOPPED, "BACKOFF")  # BACKOFF: it exited, and the process manager tries again
@@ -28,10 +30,20 @@ def configs(ctx: Context, app: App, live: str) -> dict[str, dict[Path, str]]:
     (supervisor's or systemd's). Not the release's own gunicorn.conf.py, nor the host's boot
     files (provision writes those)."""
     grouped: dict[str, dict[Path, str]] = {"nginx": {}, "programs": {}}
-    for file in render([app], ctx.facts, live):
+    for file in render([served(ctx, app)], ctx.facts, live):
         if file.reader in grouped:
             grouped[file.reader][file.destination] = file.content
     return grouped
+
+
+def release_app(ctx: Context, release: Release) -> App:
+    """The app as a release runs it: its own gunicorn settings and the worker plan it was made with."""
+    return App(ctx.settings, ctx.layout, WorkerPlan(release.workers, release.explanation))
+
+
+def served(ctx: Context, app: App) -> App:
+    """The app as the target can serve it: over HTTP while its TLS certificate is missing."""
+    return replace(app, certificate=ctx.tls)
 
 
 def activate(ctx: Context, release: Release, app: App) -> Step:

@@ -19,9 +19,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import commands, state
+from deploy import certificate, commands, state
 from deploy.context import Context, DeployError
-from deploy.cutover import activate, ask, health, said, verify
+from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
 from deploy.lock import locked
 from deploy.parts import (app_command, ensure_directories, ensure_model, ensure_prerequisites, ensure_release,
@@ -31,7 +31,6 @@ from deploy.render import App, plan_app, render
 from deploy.source import Model, Source
 from deploy.state import Release
 from deploy.target import CommandFailed
-from deploy.workers import WorkerPlan
 
 
 def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> Release:
@@ -90,11 +89,6 @@ def recover(ctx: Context) -> None:
             step.detail = ctx.programs.recover(dead, pids)
 
 
-def release_app(ctx: Context, release: Release) -> App:
-    """The app as a release runs it: its own gunicorn settings and the worker plan it was made with."""
-    return App(ctx.settings, ctx.layout, WorkerPlan(release.workers, release.explanation))
-
-
 def go_live(ctx: Context, action: str, release: Release, app: App) -> None:
     """The cutover and the check through nginx, recorded in the audit log."""
     try:
@@ -122,6 +116,7 @@ class Status:
     health: str = ""  # the path asked: [deploy] health_path, or /
     ready: str = ""  # the live color's answer to it over its socket
     through_nginx: str = ""  # its answer through nginx
+    certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
 
 
 def status(ctx: Context) -> Status:
@@ -142,6 +137,8 @@ def status(ctx: Context) -> Status:
     if result.nginx:
         answer = ask(ctx, [path])[0]
         result.through_nginx = f"{answer['status']} {said(answer, 200)}"
+    if ctx.layout.tls(ctx.settings):
+        result.certificate = certificate.describe(ctx)
     return result
 
 
@@ -154,7 +151,7 @@ def diff(ctx: Context, model_mb: float | None = None) -> list[str]:
     release = next((r for r in state.releases(ctx) if r.id == pointers.live_release), None)
     app = release_app(ctx, release) if release else plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model_mb)
     diffs = []
-    for file in render([app], ctx.facts, pointers.live or COLORS[0]):
+    for file in render([served(ctx, app)], ctx.facts, pointers.live or COLORS[0]):
         if file.destination is None:
             continue
         current = ctx.target.read(file.destination)

@@ -15,7 +15,7 @@ import jinja2
 
 from deploy.facts import HostFacts
 from deploy.layout import COLORS, Layout, local_layout
-from deploy.settings import KIT_DIR, size_bytes
+from deploy.settings import KIT_DIR, public_names, size_bytes
 from deploy.workers import WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,9 @@ class App:
     settings: object
     layout: Layout
     plan: WorkerPlan
+    # The TLS certificate is on the target; without it a site with [nginx] tls is served over HTTP
+    # (with the ACME location), so that `fab certificate` can get one.
+    certificate: bool = True
 
 
 # A unix socket's path must fit in sockaddr_un.sun_path: 108 bytes with the final NUL.
@@ -200,6 +203,16 @@ def logrotate_conf(layout: Layout) -> str:
     return template("nginx/logrotate.j2", layout=layout)
 
 
+# certbot runs the scripts here after each renewal (Debian's certbot.timer, or its cron job).
+RENEWAL_HOOK = Path("/etc/letsencrypt/renewal-hooks/deploy/modelhost-nginx")
+
+
+def renewal_hook(systemd: bool) -> str:
+    """certbot's deploy hook: nginx checked, then reloaded gracefully, the host's way."""
+    return template("nginx/renewal-hook.sh.j2", path=RENEWAL_HOOK,
+                    reload="systemctl reload nginx" if systemd else "service nginx reload")
+
+
 def tmpfiles_conf(layout: Layout) -> str:
     """systemd-tmpfiles' line that makes the socket directory at boot."""
     return template("systemd/tmpfiles.conf.j2", layout=layout)
@@ -238,7 +251,7 @@ def site_app(app: App, live: str) -> dict:
 def site_key(app: App) -> dict:
     """The server-level settings: apps that share host names must agree on all of them."""
     s, layout = app.settings, app.layout
-    tls = layout.tls(s)
+    tls = layout.tls(s) and app.certificate
     certificate, key = certificate_paths(s)
     return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
                 connections_per_address=s.nginx.connections_per_address,
@@ -247,8 +260,8 @@ def site_key(app: App) -> dict:
 
 
 def certificate_paths(settings) -> tuple[str, str]:
-    """The TLS certificate chain and key: as set, or where certbot puts them for the first name."""
-    live = f"/etc/letsencrypt/live/{settings.nginx.server_names[0]}"
+    """The TLS certificate chain and key: as set, or where certbot puts them for the first public name."""
+    live = f"/etc/letsencrypt/live/{(public_names(settings.nginx.server_names) or settings.nginx.server_names)[0]}"
     return (settings.nginx.tls_certificate or f"{live}/fullchain.pem",
             settings.nginx.tls_certificate_key or f"{live}/privkey.pem")
 

@@ -124,6 +124,16 @@ ADDRESS = matching(r"([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\])?",
 NETWORK = matching(r"[0-9a-fA-F.:]+(/[0-9]{1,3})?|all", 'an address or network such as "127.0.0.1" or "10.0.0.0/8"')
 
 
+# The names a machine has for itself: never the name others reach a site by.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def public_names(server_names) -> list[str]:
+    """The [nginx] server_names others reach the site by: not this machine's own, not an IP address
+    (an ACME server certifies DNS names)."""
+    return [name for name in server_names if name not in LOOPBACK_NAMES and not re.fullmatch(r"[0-9.]+", name)]
+
+
 # ---- the declaration ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -201,14 +211,24 @@ SETTINGS = [
     Setting("nginx.static_dir", "", "Static files nginx serves itself at <prefix>/static/, relative to the release "
             '("" lets the app serve them).', OPTIONAL_RELATIVE),
     Setting("nginx.static_max_age", "7d", "How long browsers may cache static files.", TIME),
-    Setting("nginx.tls", False, "Serve HTTPS: HTTP redirects to it, except the ACME challenge.", boolean()),
+    Setting("nginx.tls", False, "Serve HTTPS: HTTP redirects to it, except the ACME challenge. Until the "
+            "certificate is on the host (`fab certificate` gets one), the site is served over HTTP.", boolean()),
     Setting("nginx.tls_port", 443, "Port for HTTPS.", integer(1, 65535)),
     Setting("nginx.tls_certificate", "",
-            'Certificate chain; "" means /etc/letsencrypt/live/<first server name>/fullchain.pem.', OPTIONAL_PATH),
+            'Certificate chain; "" means certbot\'s: /etc/letsencrypt/live/<first public server name>/fullchain.pem.',
+            OPTIONAL_PATH),
     Setting("nginx.tls_certificate_key", "",
-            'Its private key; "" means /etc/letsencrypt/live/<first server name>/privkey.pem.', OPTIONAL_PATH),
+            'Its private key; "" means certbot\'s: /etc/letsencrypt/live/<first public server name>/privkey.pem.',
+            OPTIONAL_PATH),
     Setting("nginx.acme_webroot", "/var/www/letsencrypt",
             "Where certbot --webroot writes HTTP-01 challenges.", PATH),
+    Setting("nginx.acme_server", "letsencrypt",
+            "The ACME server `fab certificate` asks: Let's Encrypt, its staging server (for trials: no rate "
+            "limits to speak of, certificates browsers do not trust), or any ACME directory URL.",
+            matching(r"letsencrypt|letsencrypt-staging|https://\S+",
+                     '"letsencrypt", "letsencrypt-staging" or an ACME directory URL (https://...)')),
+    Setting("nginx.acme_email", "", 'Contact address the ACME server has for the certificates ("" for none: '
+            "no expiry warnings by mail).", matching(r"([^@\s]+@[^@\s]+\.[^@\s]+)?", 'an e-mail address, or ""')),
     Setting("nginx.rate_limit", "10r/s", "Requests per client address to the API (limit_req).", RATE),
     Setting("nginx.rate_limit_burst", 20, "Requests above the rate let through at once before 429s.",
             integer(0)),

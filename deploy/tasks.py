@@ -22,7 +22,8 @@ from fabric.main import Fab
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from deploy import commands, context, deployment, discover, lock, settings as deploy_settings, state
+from deploy import certificate as certificates, commands, context, deployment, discover, lock, state
+from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
@@ -222,6 +223,9 @@ def site_lines(d: context.Context, path: Path | None) -> str:
     """Where the site is, how its health is checked, and what to try (the demo's hints for the demo)."""
     health, _ = deployment.health(d)
     lines = [f"open {d.url}   (health: {d.url.rstrip('/')}{health})"]
+    if d.layout.tls(d.settings) and not d.tls:
+        lines.append(f"[nginx] tls is set, but {d.target.name} has no certificate yet, so the site is served over "
+                     f"HTTP: fab {'-H ' + d.target.name + ' ' if d.target.remote else ''}certificate gets one")
     if d.target.remote and not d.reached_from_elsewhere:
         lines.append(f"the site answers only the names in [nginx] server_names "
                      f"({', '.join(d.settings.nginx.server_names)}): set them to {d.target.name}'s DNS name "
@@ -230,6 +234,21 @@ def site_lines(d: context.Context, path: Path | None) -> str:
     if made:
         lines.append(made.hints(d.url))
     return "\n".join(lines)
+
+
+@task(help={"settings": SETTINGS_HELP, "break_lock": BREAK_LOCK_HELP})
+@task_errors
+def certificate(c, settings=None, break_lock=False):
+    """Get a TLS certificate for the site's names from the ACME server (certbot) and serve HTTPS; renewed by itself."""
+    started = time.monotonic()
+    d = target_context(c, settings)
+    names = certificates.certificate_names(d)
+    if break_lock:
+        unlock(d)
+    print(f"certificate for {', '.join(names)} from {d.settings.nginx.acme_server} on {where(d)}", flush=True)
+    info = certificates.certificate(d)
+    print(f"{d.url} serves a certificate for {', '.join(info.names)} until {info.expires:%Y-%m-%d}; certbot renews "
+          f"it 30 days before: {summary(d, started)}")
 
 
 @task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
@@ -266,6 +285,8 @@ def status(c, settings=None):
     print(f"  {'ready':<{width}}{s.ready + f'  (GET {s.health})' if s.ready else 'no live program'}")
     print(f"  {'nginx':<{width}}{'pid ' + str(s.nginx) if s.nginx else 'not running'}"
           + (f"; {s.health} through nginx: {s.through_nginx}" if s.nginx else ""))
+    if s.certificate:
+        print(f"  {'certificate':<{width}}{s.certificate}")
 
 
 @task(help={"settings": SETTINGS_HELP})

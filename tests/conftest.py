@@ -3,6 +3,7 @@ API response against the OpenAPI document."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from openapi_core import OpenAPI
@@ -11,6 +12,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from app import create_app
 from app.model import build
 from app.openapi import spec
+from tests import hosts
 from tests.stack import local_stack
 
 DEV = {"ENVIRONMENT": "development"}
@@ -89,3 +91,22 @@ def stack(demo_model, tmp_path_factory):
     """The local target's rendered configs serving two apps through nginx: (port, root)."""
     with local_stack(tmp_path_factory.mktemp("stack"), demo_model) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def test_hosts(tmp_path_factory):
+    """One running host per flavor for the whole session, stopped (by pid) at the end."""
+    workdir = tmp_path_factory.mktemp("hosts")
+    key = hosts.make_client_key(workdir)
+    started = {}
+    try:
+        for flavor in hosts.FLAVORS:
+            began = time.monotonic()
+            started[flavor] = hosts.start_host(flavor, None, workdir, key)
+            print(f"{flavor} host started in {time.monotonic() - began:.1f} s")
+        yield started
+        assert not hosts.listening_outside_loopback(list(started.values())), "a test host listens outside loopback"
+    finally:
+        for host in started.values():
+            host.stop()
+            assert not host.processes(), f"{host.name} left processes"

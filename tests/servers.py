@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -79,9 +81,24 @@ def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> No
     git(repo, "commit", "-qam", message)
 
 
-def request(port: int, path: str, host: str = "localhost", method: str = "GET", address: str = "127.0.0.1"):
-    """(status, headers, body) from address:port (nginx), with this Host header, on a new connection."""
-    connection = http.client.HTTPConnection(address, port, timeout=30)
+class AddressedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to an address, with a name in SNI (and Host), its certificate checked for that name."""
+
+    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext):
+        super().__init__(name, port, timeout=30, context=context)
+        self.address = address
+
+    def connect(self):
+        self.sock = self._context.wrap_socket(socket.create_connection((self.address, self.port), self.timeout),
+                                              server_hostname=self.host)
+
+
+def request(port: int, path: str, host: str = "localhost", method: str = "GET", address: str = "127.0.0.1",
+            tls: ssl.SSLContext | None = None):
+    """(status, headers, body) from address:port (nginx), with this Host header, on a new connection;
+    with tls, over HTTPS with the certificate checked against it."""
+    connection = (AddressedHTTPS(address, port, host, tls) if tls else
+                  http.client.HTTPConnection(address, port, timeout=30))
     try:
         connection.request(method, path, headers={"Host": host})
         response = connection.getresponse()
@@ -92,7 +109,7 @@ def request(port: int, path: str, host: str = "localhost", method: str = "GET", 
 
 @contextlib.contextmanager
 def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = "127.0.0.1",
-                host: str = "localhost"):
+                host: str = "localhost", tls: ssl.SSLContext | None = None):
     """Requests through nginx from several threads, a new connection each, until the block is over
     and at least MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
     counts: collections.Counter = collections.Counter()
@@ -104,7 +121,7 @@ def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = 
         while not stop.is_set():
             n += 1
             try:
-                status = request(port, paths[n % len(paths)], host=host, address=address)[0]
+                status = request(port, paths[n % len(paths)], host=host, address=address, tls=tls)[0]
                 outcome = status
             except (OSError, http.client.HTTPException) as exc:
                 outcome = type(exc).__name__

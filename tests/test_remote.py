@@ -17,107 +17,20 @@ import ssl
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests import hosts
-from tests.servers import (FAB, MIN_REQUESTS, REFERENCE_DEPLOY, ROOT, app_checkout, commit_change, drill, fab, git,
-                           ok, request, steady_load)
+from tests.remote import APP, Site, make_site, ssh_config, steps, timed
+from tests.servers import FAB, MIN_REQUESTS, ROOT, commit_change, drill, fab, git, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
-
-APP = "modelhost"
-STEPS = re.compile(r"^  ([\w ]+?) +(changed|unchanged) +[\d.]+ s", re.M)
-
-
-@pytest.fixture(scope="session")
-def test_hosts(tmp_path_factory):
-    """One running host per flavor for the whole session, stopped (by pid) at the end."""
-    workdir = tmp_path_factory.mktemp("hosts")
-    key = hosts.make_client_key(workdir)
-    started = {}
-    try:
-        for flavor in hosts.FLAVORS:
-            began = time.monotonic()
-            started[flavor] = hosts.start_host(flavor, None, workdir, key)
-            print(f"{flavor} host started in {time.monotonic() - began:.1f} s")
-        yield started
-        assert not hosts.listening_outside_loopback(list(started.values())), "a test host listens outside loopback"
-    finally:
-        for host in started.values():
-            host.stop()
-            assert not host.processes(), f"{host.name} left processes"
-
-
-def ssh_config(path: Path, host: hosts.TestHost, known_hosts: Path) -> Path:
-    path.write_text(f"Host {host.address}\n  IdentityFile {host.key}\n  IdentitiesOnly yes\n"
-                    f"  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
-    return path
-
-
-class Site:
-    """One host and the app checkout deployed to it; fab(task, ...) runs a task there."""
-
-    def __init__(self, host: hosts.TestHost, repo: Path, config: Path):
-        self.host, self.repo, self.config = host, repo, config
-
-    def fab(self, *args: str, user: str = "root", config: Path | None = None, env: dict | None = None):
-        return fab("-S", str(config or self.config), "-H", f"{user}@{self.host.address}", *args,
-                   "--settings", str(self.repo / "deploy.toml"), timeout=1800, env=env)
-
-    def get(self, path: str):
-        return request(80, path, host=self.host.address, address=self.host.address)
-
-    def on_host(self, command: str) -> str:
-        result = self.host.ssh(command)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
-def make_site(host: hosts.TestHost, base: Path, model: Path, app: str = APP, manager: str = "supervisor",
-              names: str = "") -> Site:
-    """An app checkout for this host (nginx on its address) and an SSH config that trusts its key."""
-    base.mkdir(parents=True, exist_ok=True)
-    known = base / "known_hosts"
-    known.write_text(host.known_hosts_line() + "\n")
-    repo = app_checkout(base / "app", f"""
-[app]
-name = "{app}"
-process_manager = "{manager}"
-[model]
-path = "{model}"
-env = "FLASK_MODEL_PATH"
-[gunicorn]
-workers = 2
-graceful_timeout = 10
-[nginx]
-address = "{host.address}"
-server_names = [{names or f'"localhost", "{host.address}"'}]
-rate_limit = "off"
-static_dir = "app/static"
-[deploy]
-ready_timeout = 120
-keep_releases = 3
-{REFERENCE_DEPLOY}""")
-    return Site(host, repo, ssh_config(base / "ssh_config", host, known))
 
 
 @pytest.fixture(scope="module", params=hosts.FLAVORS)
 def site(request, test_hosts, tmp_path_factory, demo_model) -> Site:
     return make_site(test_hosts[request.param], tmp_path_factory.mktemp(f"remote-{request.param}"), demo_model)
-
-
-def steps(out: str) -> dict[str, str]:
-    return dict(STEPS.findall(out))
-
-
-def timed(what: str, site: Site, *args: str) -> str:
-    began = time.monotonic()
-    out = ok(site.fab(*args))
-    print(f"{site.host.flavor}: {what} {time.monotonic() - began:.1f} s")
-    return out
 
 
 def test_provision_makes_a_fresh_host_ready(site):

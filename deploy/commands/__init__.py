@@ -5,6 +5,7 @@ sits beside the command. Nothing else in deploy/ builds an argument list (but de
 host facts script beside its parser, and deploy/target.py, the executor): tests/test_architecture.py
 checks it. By tool:
 
+    certbot   certificates: certbot, what a certificate says, name resolution
     fs        files, directories, links, tar files
     host      services, apt, users, Python environments, processes
     nginx     the local target's own nginx or a host's; checks in a scratch directory
@@ -12,6 +13,8 @@ checks it. By tool:
     probe     HTTP checks run on the target (deploy/probe.py)
     git       what a release ships, read on the machine that runs `fab`
 """
+from deploy.commands.certbot import (CertificateInfo, acme_directory, certificate_info, certonly,
+                                     parse_certificate_info, parse_resolve, resolve)
 from deploy.commands.fs import (append_line, cat, cat_releases, ensure_directories, exists, exists_or_dangling_link,
                                 install, keep_paths, link_missing, listing, make_directory, move, parse_ensure_directories, parse_links,
                                 read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
