@@ -327,6 +327,7 @@ class TestHost:
         self.cgroups: list[Path] = []
         self.process: subprocess.Popen | None = None  # unshare
         self.address_lock = None
+        self.network: Network | None = None  # a network namespace of its own (behind "NAT")
         self.stopped = False
 
     def __repr__(self) -> str:
@@ -348,10 +349,17 @@ class TestHost:
     def ssh_argv(self, user: str = "root") -> list[str]:
         """ssh to this host as user with the test key, checking its host key strictly; append the
         remote command. Ignores the controller's ssh config and known hosts."""
+        proxy = ["-o", f"ProxyCommand={self.proxy_command}"] if self.network else []
         return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-p", str(SSH_PORT),
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "--", f"{user}@{self.address}"]
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", *proxy, "--", f"{user}@{self.address}"]
+
+    @property
+    def proxy_command(self) -> str:
+        """How the controller reaches the sshd of a host in a network of its own (which drops every
+        connection from outside): a netcat started inside its namespace. For ssh_config's ProxyCommand."""
+        return f"ip netns exec {self.network.name} nc %h %p"
 
     def ssh(self, command: str | list[str], user: str = "root", input: str | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
@@ -378,6 +386,8 @@ class TestHost:
         remove_cgroups(self.cgroups)
         remove_tree(self.directory)
         release(self.address_lock)
+        if self.network:
+            self.network.remove()
         self.stopped = True
 
     def kill(self) -> None:
@@ -401,9 +411,13 @@ class TestHost:
 
 
 def start_host(flavor: str, address: str | None, workdir: Path, key: Path, arch: str = "amd64",
-               name: str | None = None, timeout: float = START_TIMEOUT) -> TestHost:
+               name: str | None = None, timeout: float = START_TIMEOUT, network: bool = False,
+               also_listen: tuple[str, ...] = ()) -> TestHost:
     """A running host of this flavor with sshd on address:22 (None: the first free one from
-    127.0.0.2), in workdir/<name>.
+    127.0.0.2), in workdir/<name>. With network, the host gets a network namespace of its own
+    behind "NAT" instead (see Network; address must be None): nothing outside can connect to it, and
+    the controller's ssh reaches it through TestHost.proxy_command. also_listen: more addresses of
+    the controller for sshd (a Network's gateway, where hosts behind it reach this one).
 
     key is the private key that root, deployer and nopass accept (its public half beside it as
     key.pub, see `make_client_key`). The rootfs is built first when not cached. Raises HostError,
@@ -417,20 +431,25 @@ def start_host(flavor: str, address: str | None, workdir: Path, key: Path, arch:
     if arch != native_arch():
         enable_binfmt(arch)  # also after a reboot, with the rootfs already cached
     public_key = Path(f"{key}.pub").read_text().strip()
-    address, address_lock = claim_address(address)
+    if network and address is not None:
+        raise HostError("a host with a network of its own gets its address from it: give address=None")
+    behind = make_network() if network else None
+    address, address_lock = (behind.address, None) if behind else claim_address(address)
     try:
         directory = host_directory(Path(workdir), name or f"{flavor}-{address.replace('.', '-')}", not name)
     except BaseException:
         release(address_lock)
+        if behind:
+            behind.remove()
         raise
     host = TestHost(directory.name, address, flavor, arch, directory, Path(key))
-    host.address_lock = address_lock
+    host.address_lock, host.network = address_lock, behind
     try:
         tarball = rootfs(flavor, arch)
         host.root.mkdir(parents=True)
         run(["tar", "--extract", "--file", str(tarball), "--directory", str(host.root),
              "--numeric-owner", "--acls", "--xattrs", "--xattrs-include=*"])
-        configure(host, public_key)
+        configure(host, public_key, also_listen)
         launch(host)
         wait_until_ready(host, timeout)
     except BaseException:
@@ -492,6 +511,117 @@ def claim_address(address: str | None) -> tuple[str, object]:
     return address, handle
 
 
+# TEST-NET-2 (RFC 5737): documentation addresses, never routed; make_network checks that the
+# machine uses none of them before it takes a /30 (a clash would take the machine's network down).
+NETWORK_RANGE = ipaddress.ip_network("198.51.100.0/24")
+NETWORKS = 64  # /30s in the range
+
+
+class Network:
+    """A network namespace for one host, behind "NAT" as a home server is behind its router.
+
+    A veth pair joins it to the controller's namespace: the controller at `gateway`, the host at
+    `address` (one /30 of NETWORK_RANGE). Its outbound traffic is masqueraded by the controller
+    (net.ipv4.ip_forward on, an nftables table of its own), so the host reaches apt, PyPI and the
+    controller's loopback-free addresses (another host's also_listen); inside, nftables drops every
+    connection that does not start there, so nothing outside can connect to it. `remove()` takes
+    it all away.
+    """
+
+    def __init__(self, index: int, lock):
+        subnet = list(NETWORK_RANGE.subnets(new_prefix=30))[index]
+        self.name = f"mhnet{index}"
+        self.gateway, self.address = str(subnet[1]), str(subnet[2])
+        self.subnet = str(subnet)
+        self.outside, self.inside = f"{self.name}c", f"{self.name}h"
+        self.lock = lock
+        self.removed = False
+
+    def __repr__(self) -> str:
+        return f"<Network {self.name} {self.address} via {self.gateway}>"
+
+    def run(self, *argv: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """argv inside the namespace."""
+        return run(["ip", "netns", "exec", self.name, *argv], input=input)
+
+    def create(self) -> None:
+        run(["ip", "netns", "add", self.name])
+        run(["ip", "link", "add", self.outside, "type", "veth", "peer", "name", self.inside])
+        run(["ip", "link", "set", self.inside, "netns", self.name])
+        run(["ip", "addr", "add", f"{self.gateway}/30", "dev", self.outside])
+        run(["ip", "link", "set", self.outside, "up"])
+        run(["ip", "-n", self.name, "addr", "add", f"{self.address}/30", "dev", self.inside])
+        for link in ("lo", self.inside):
+            run(["ip", "-n", self.name, "link", "set", link, "up"])
+        run(["ip", "-n", self.name, "route", "add", "default", "via", self.gateway])
+        self.run("nft", "-f", "-", input=(
+            "table inet modelhost_test {\n  chain input {\n    type filter hook input priority 0; policy drop;\n"
+            '    iifname "lo" accept\n    ct state established,related accept\n  }\n}\n'))
+        run(["nft", "-f", "-"], input=(
+            f"table ip {self.name} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n"
+            f'    ip saddr {self.subnet} oifname != "{self.outside}" masquerade\n  }}\n}}\n'))
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+    def cut(self) -> None:
+        """The host's link goes down: what a network drop does to it."""
+        run(["ip", "-n", self.name, "link", "set", self.inside, "down"])
+
+    def restore(self) -> None:
+        run(["ip", "-n", self.name, "link", "set", self.inside, "up"])
+        run(["ip", "-n", self.name, "route", "replace", "default", "via", self.gateway])
+
+    def remove(self) -> None:
+        """The namespace (and with it both ends of the veth pair) and the NAT table; forwarding
+        off again once no network of ours is left. Idempotent."""
+        if self.removed:
+            return
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.outside], capture_output=True)  # gone with the namespace
+        subprocess.run(["nft", "delete", "table", "ip", self.name], capture_output=True)
+        if not any(name.startswith("mhnet") for name in run(["ip", "netns", "list"]).stdout.split()):
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+        release(self.lock)
+        self.removed = True
+
+
+def make_network() -> Network:
+    """The first free Network (a lock per /30, as for addresses), after checking that the machine
+    has no address or route in NETWORK_RANGE but ours."""
+    missing = [tool for tool in ("ip", "nft", "nc") if not shutil.which(tool, path=PATH)]
+    if missing:
+        raise HostError(f"a host behind NAT needs {', '.join(missing)}: apt-get install -y iproute2 nftables "
+                        "netcat-openbsd")
+    ours = {str(subnet) for subnet in NETWORK_RANGE.subnets(new_prefix=30)}
+    kinds = {"local", "broadcast", "unicast", "multicast", "unreachable", "blackhole", "prohibit", "throw", "nat"}
+    for line in run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines():
+        words = line.split()
+        destination = (words[1] if words[0] in kinds and len(words) > 1 else words[0]) if words else ""
+        with contextlib.suppress(ValueError):
+            if destination not in ours and ipaddress.ip_network(destination, strict=False).overlaps(NETWORK_RANGE):
+                raise HostError(f"this machine routes {destination}, which overlaps the test networks' "
+                                f"{NETWORK_RANGE}: a namespace there would clash with it")
+    locks = cache_dir() / "networks"
+    locks.mkdir(parents=True, exist_ok=True)
+    for index in range(NETWORKS):
+        handle = open(locks / f"{index}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        network = Network(index, handle)
+        subprocess.run(["ip", "netns", "del", network.name], capture_output=True)  # a killed run's
+        subprocess.run(["ip", "link", "del", network.outside], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "ip", network.name], capture_output=True)
+        try:
+            network.create()
+        except BaseException:
+            network.remove()
+            raise
+        return network
+    raise HostError(f"no free test network in {NETWORK_RANGE}: stop some hosts")
+
+
 def listening(address: str) -> bool:
     """Whether anything accepts connections on address:22."""
     with contextlib.suppress(OSError), socket.create_connection((address, SSH_PORT), timeout=1):
@@ -504,7 +634,7 @@ def release(handle) -> None:
         handle.close()
 
 
-def configure(host: TestHost, public_key: str) -> None:
+def configure(host: TestHost, public_key: str, also_listen: tuple[str, ...] = ()) -> None:
     """What makes this host itself: name, machine id, sshd address, host keys, authorized keys,
     and the controller's DNS and CAs (so apt and pip reach the registries as the controller does)."""
     root = host.root
@@ -520,8 +650,8 @@ def configure(host: TestHost, public_key: str) -> None:
         shutil.copyfile(certificate, root / "usr/local/share/ca-certificates" / certificate.name)
     # pip trusts its own certifi otherwise, which knows no egress proxy's CA.
     write(root / "etc/pip.conf", "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-    write(root / "etc/ssh/sshd_config.d/test-host.conf",
-          f"# Test host: only its own loopback address.\nListenAddress {host.address}:{SSH_PORT}\n")
+    listens = "".join(f"ListenAddress {address}:{SSH_PORT}\n" for address in (host.address, *also_listen))
+    write(root / "etc/ssh/sshd_config.d/test-host.conf", f"# Test host: only its own address.\n{listens}")
     # The controller's ssh-keygen writes under the root prefix: no qemu for a foreign arch.
     run(["ssh-keygen", "-A", "-f", str(root)])
     lines = [f"{host.address} {' '.join(pub.read_text().split()[:2])}"
@@ -603,6 +733,8 @@ def launch(host: TestHost) -> None:
         env["container"] = "other"  # systemd then runs as a container's init
     argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
             "--uts", "--ipc", "sh", "-c", start_script(host)]
+    if host.network:  # ip netns exec execs unshare in the namespace: still unshare's pid
+        argv = ["ip", "netns", "exec", host.network.name, *argv]
     with open(host.log, "wb") as log:
         host.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         env=env, cwd="/", preexec_fn=die_with_parent, start_new_session=True)
@@ -653,7 +785,7 @@ def wait_until_ready(host: TestHost, timeout: float) -> None:
         if host.process.poll() is not None:
             raise HostError(f"{host.name}: its init exited with status {host.process.returncode}:\n"
                             f"{diagnostics(host)}")
-        if ssh_banner(host.address):
+        if host.network or ssh_banner(host.address):
             result = host.ssh(["true"], timeout=15)
             if result.returncode == 0:
                 return

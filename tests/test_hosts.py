@@ -181,3 +181,26 @@ def test_bad_address_is_refused_before_anything_starts(key, tmp_path):
     with pytest.raises(hosts.HostError, match="loopback"):
         hosts.start_host("service", "10.0.0.2", tmp_path, key, arch=ARCH)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_host_behind_nat_reaches_out_and_nothing_reaches_in(key, tmp_path):
+    """A host with a network of its own (as a home server behind its router): it reaches another
+    host (at the address that one also listens on) and the registries' names; that host cannot
+    connect to it; the controller's ssh gets in through its namespace; stopping it removes it all."""
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    with hosts.start_host("service", None, tmp_path, key, arch=ARCH, network=True, timeout=60 * SLOW) as inside:
+        network = inside.network
+        assert hosts.ipaddress.ip_address(inside.address) in hosts.NETWORK_RANGE
+        with hosts.start_host("service", None, tmp_path, key, arch=ARCH, also_listen=(network.gateway,),
+                              timeout=60 * SLOW) as outside:
+            reach = "timeout 5 bash -c '</dev/tcp/{}/22' && echo connected"
+            assert inside.ssh(reach.format(network.gateway)).stdout.strip() == "connected"
+            refused = outside.ssh(reach.format(inside.address))
+            assert refused.returncode != 0 and "connected" not in refused.stdout
+        assert inside.ssh("getent hosts deb.debian.org").returncode == 0  # DNS through the NAT
+        assert inside.ssh("hostname").stdout.strip() == inside.name
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert network.name not in names and network.outside not in links and network.name not in tables
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forwarding or "mhnet" in names
