@@ -6,6 +6,10 @@ and started (`start_host`) by `unshare --pid --mount --uts --ipc` and `chroot`. 
 controller's network namespace: sshd listens only on the host's address (127.0.0.2, 127.0.0.3, ...:
 all of 127.0.0.0/8 is on lo) port 22, and tests read the host's files directly under `host.root`.
 
+A host that others must not reach (a home server behind its router) gets a network namespace of
+its own instead (`start_host(..., network=True)`, see `Network`): it connects out through the
+controller's NAT, nothing connects in, and the controller's ssh enters through the namespace.
+
 Flavors:
 - "systemd": systemd is PID 1 (like Ubuntu or Raspberry Pi OS); services are run by systemctl.
 - "service": tini is PID 1 and reaps orphaned daemons; sshd is started by `service ssh start` and
