@@ -91,7 +91,8 @@ def ensure_certbot(ctx: Context) -> None:
                 ctx.run(commands.apt_get("update"), timeout=900)
                 ctx.run(commands.apt_get("install", *missing), timeout=1800)
             except CommandFailed as exc:
-                raise DeployError(f"apt-get could not install {', '.join(missing)} on {ctx.target.name}: {exc}") from None
+                raise DeployError(f"apt-get could not install {', '.join(missing)} on {ctx.target.name}: "
+                                  f"{exc}") from None
         done = [f"installed {', '.join(missing)}"] if missing else []
         for check, action, did in (("is-enabled", "enable", "enabled"), ("is-active", "start", "started")):
             if ctx.run(commands.service(systemd, renewer, check), check=False).exited != 0:

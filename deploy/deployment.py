@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import certificate, commands, state
+from deploy import certificate, commands, expose, state
 from deploy.context import Context, DeployError
 from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
@@ -117,6 +117,7 @@ class Status:
     ready: str = ""  # the live color's answer to it over its socket
     through_nginx: str = ""  # its answer through nginx
     certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
+    tunnel: str = ""  # with [expose]: the tunnel to the relay, and its last end-to-end check
 
 
 def status(ctx: Context) -> Status:
@@ -139,6 +140,8 @@ def status(ctx: Context) -> Status:
         result.through_nginx = f"{answer['status']} {said(answer, 200)}"
     if ctx.layout.tls(ctx.settings):
         result.certificate = certificate.describe(ctx)
+    if ctx.settings.expose.domain:
+        result.tunnel = expose.describe(ctx)
     return result
 
 
@@ -168,10 +171,11 @@ def log_command(ctx: Context, what: str, lines: int, follow: bool = False) -> li
     live = state.pointers(ctx).live or COLORS[0]
     app = ctx.programs.log_file(live)
     files = {"app": [app], "gunicorn": [app], "nginx": list(ctx.layout.nginx_logs),
-             "supervisord": [ctx.layout.supervisord_log]}
+             "supervisord": [ctx.layout.supervisord_log], "tunnel": [ctx.layout.log_dir / "tunnel.log"]}
     if what not in files:
         raise DeployError(f"--what {what}: must be one of {', '.join(files)}")
-    journal = ctx.programs.log_command(live, lines, follow) if what in ("app", "gunicorn") else None
+    journal = (ctx.programs.log_command(live, lines, follow) if what in ("app", "gunicorn") else
+               ctx.programs.tunnel_log(lines, follow) if what == "tunnel" else None)
     return journal or commands.tail(files[what], lines, follow)
 
 

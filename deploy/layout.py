@@ -66,6 +66,7 @@ class Layout:
     host_root: Path | None = None  # local target only: nginx's and supervisord's own files
     nginx_conf: Path | None = None  # local target only: the nginx.conf its own nginx runs with
     supervisord_conf: Path | None = None  # local target only: its own supervisord's configuration
+    tunnel_socket_path: Path | None = None  # where tunnel_socket is when not in run_dir (a check's scratch copy)
 
     @property
     def env_file(self) -> Path:
@@ -135,18 +136,31 @@ class Layout:
     def socket(self, color: str) -> Path:
         return self.run_dir / f"{color}.sock"
 
+    @property
+    def tunnel_socket(self) -> Path:
+        """Where the site's nginx takes the requests that come through the relay's tunnel (fab expose)."""
+        return self.tunnel_socket_path or self.run_dir / "tunnel.sock"
+
+    @property
+    def tunnel_dir(self) -> Path:
+        """The tunnel's key pair (made on the target; the private key never leaves it), the relay's
+        pinned host key, and the tunnel program's settings."""
+        return self.config_dir / "tunnel"
+
     def relocated(self, under: Path, user: str, group: str) -> Layout:
         """The same layout with its paths moved under a scratch directory, run as user (for checks).
 
-        The sockets stay where they are: the checks create nothing there, and a socket's path is
-        limited to 107 bytes, which the scratch directory's prefix could exceed.
+        The gunicorn sockets stay where they are: the checks create nothing there, and a socket's path
+        is limited to 107 bytes, which the scratch directory's prefix could exceed. The tunnel's
+        socket moves (nginx -t binds it).
         """
         def move(path: Path) -> Path:
             return under / str(path).lstrip("/")
 
         moved = {name: move(value) for name, value in vars(self).items()
-                 if isinstance(value, Path) and name != "run_dir"}
+                 if isinstance(value, Path) and name not in ("run_dir", "tunnel_socket_path")}
         return replace(self, user=user, nginx_group=group, nginx_logs=tuple(map(move, self.nginx_logs)),
+                       tunnel_socket_path=move(self.tunnel_socket),
                        directories=tuple(replace(d, path=move(d.path)) for d in self.directories), **moved)
 
 

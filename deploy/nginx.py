@@ -6,6 +6,7 @@ system service. A new configuration never reaches a running nginx unless nginx -
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from deploy import commands
@@ -65,12 +66,19 @@ class Nginx:
         their requests. Returns "started", "reloaded" or "" (nothing changed)."""
         ctx = self.ctx
         earlier = ctx.write_files(files)
+        stale = self.stale_sites(files)
+        for path in stale:  # the app's site under its old first name: its upstream would clash
+            earlier[path] = ctx.target.read(path)
+            ctx.run(commands.remove(path, *([self.layout.nginx_enabled / path.name] if self.layout.nginx_enabled
+                                             else [])))
         if self.layout.nginx_enabled:
             earlier.update(self.enable_sites(files))
         try:
             self.test()
         except DeployError:
             ctx.restore(earlier)
+            if self.layout.nginx_enabled:
+                self.enable_sites(dict.fromkeys(stale, ""))
             raise
         master = self.pid()
         if master is not None and not self.kept(master):
@@ -83,6 +91,21 @@ class Nginx:
             return ""
         self.reload(master)
         return "reloaded"
+
+    def stale_sites(self, files: dict[Path, str]) -> list[Path]:
+        """Site files of this app alone that the new files do not have: rendered for names it no longer
+        has first (a site file is named after its first server name)."""
+        sites = self.layout.nginx_sites
+        listed = self.ctx.run(commands.listing(sites), check=False).stdout.split()
+        stale = []
+        for name in listed:
+            path = sites / name
+            if path in files or not name.endswith(".conf"):
+                continue
+            header = re.match(r"# .*?: (.+), rendered by modelhost", self.ctx.target.read(path) or "")
+            if header and header.group(1).split(", ") == [self.layout.app]:
+                stale.append(path)
+        return stale
 
     def start(self, earlier: dict[Path, str | None]) -> None:
         """Start nginx; if it does not, put back the files (earlier) and say why."""

@@ -73,6 +73,24 @@ class ProcessManager(ABC):
     def log_file(self, color: str) -> Path:
         return self.layout.log_dir / f"{color}.log"  # gunicorn's and the app's lines: one log
 
+    @property
+    def tunnel_name(self) -> str:
+        """fab expose's tunnel program (deploy/tunnel.py)."""
+        return f"{self.layout.app}-tunnel"
+
+    def tunnel(self, changed: bool) -> bool:
+        """The tunnel's program (its file written) runs: started again when changed, started when it
+        does not run; returns whether it was."""
+        raise NotImplementedError
+
+    def tunnel_remove(self) -> bool:
+        """The tunnel's program stopped and its file removed; returns whether there was one."""
+        raise NotImplementedError
+
+    def tunnel_log(self, lines: int, follow: bool) -> list[str] | None:
+        """The command that shows the tunnel's log when it is not a file (None: <log_dir>/tunnel.log)."""
+        return None
+
     def leftovers(self) -> tuple[int, list[int]]:
         """(pid, leftovers) of a manager daemon that died, by kill -9 or the OOM killer, leaving its
         programs running under PID 1 (nothing, (0, []), when it runs or stopped cleanly)."""
@@ -171,6 +189,25 @@ class Supervisor(ProcessManager):
             ctx.run(commands.supervisorctl(self.layout, "update", "nginx"), timeout=120)
         return bool(earlier)
 
+    def tunnel(self, changed: bool) -> bool:
+        ctx, name = self.ctx, self.tunnel_name
+        ctx.run(commands.supervisorctl(self.layout, "update", name), timeout=120)
+        state = commands.parse_supervisor_status(
+            ctx.run(commands.supervisorctl(self.layout, "status", name), check=False).stdout, name)[0]
+        if changed or state not in ("RUNNING", "STARTING"):
+            ctx.run(commands.supervisorctl(self.layout, "restart", name), timeout=120)
+            return True
+        return False
+
+    def tunnel_remove(self) -> bool:
+        conf = self.layout.supervisor_dir / f"{self.tunnel_name}.conf"
+        if not self.ctx.exists(conf):
+            return False
+        self.ctx.run(commands.supervisorctl(self.layout, "stop", self.tunnel_name), check=False, timeout=120)
+        self.ctx.run(commands.remove(conf))
+        self.ctx.run(commands.supervisorctl(self.layout, "update", self.tunnel_name), check=False, timeout=120)
+        return True
+
     def stop_all(self) -> list[int]:
         """A host's supervisord serves more than this app: only its programs stop. The local
         target's own supervisord shuts down with them."""
@@ -225,6 +262,28 @@ class SystemdUnits(ProcessManager):
             if (enabled.stdout.strip() == "enabled") != (color == live):
                 ctx.run(commands.systemctl("enable" if color == live else "disable", "--quiet", self.name(color)))
         return bool(earlier)
+
+    def tunnel(self, changed: bool) -> bool:
+        ctx, name = self.ctx, self.tunnel_name
+        if changed:
+            ctx.run(commands.systemctl("daemon-reload"))
+        ctx.run(commands.systemctl("enable", "--quiet", name))
+        if changed or ctx.run(commands.systemctl("is-active", "--quiet", name), check=False).exited != 0:
+            ctx.run(commands.systemctl("restart", name), timeout=120)
+            return True
+        return False
+
+    def tunnel_log(self, lines: int, follow: bool) -> list[str] | None:
+        return commands.unit_journal(self.tunnel_name, lines, follow)
+
+    def tunnel_remove(self) -> bool:
+        unit = self.layout.systemd_dir / f"{self.tunnel_name}.service"
+        if not self.ctx.exists(unit):
+            return False
+        self.ctx.run(commands.systemctl("disable", "--now", "--quiet", self.tunnel_name), check=False, timeout=120)
+        self.ctx.run(commands.remove(unit))
+        self.ctx.run(commands.systemctl("daemon-reload"))
+        return True
 
     def log_name(self, color: str) -> str:
         return f"journalctl -u {self.name(color)}"

@@ -6,6 +6,7 @@ the same inputs give the same bytes and a diff between two versions shows what c
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -236,8 +237,8 @@ def site_app(app: App, live: str) -> dict:
     """What the site template needs to know about one app."""
     s, layout = app.settings, app.layout
     return dict(
-        name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live,
-        socket=layout.socket(live), rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
+        name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live, relay=False,
+        upstream=f"unix:{layout.socket(live)}", rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
         form_rate_limit=s.nginx.form_rate_limit,
         cache=s.nginx.cache, cache_dir=layout.cache_dir, cache_valid=s.nginx.cache_valid,
         cache_max_size=s.nginx.cache_max_size, client_max_body_size=s.nginx.client_max_body_size,
@@ -256,7 +257,9 @@ def site_key(app: App) -> dict:
     return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
                 connections_per_address=s.nginx.connections_per_address,
                 tls_listen=layout.tls_listen if tls else "", certificate=certificate, certificate_key=key,
-                acme_webroot=s.nginx.acme_webroot)
+                acme_webroot=s.nginx.acme_webroot, relay=False,
+                # fab expose's tunnel comes in here ("" with no [expose] domain)
+                tunnel=str(layout.tunnel_socket) if s.expose.domain else "", tunnel_domain=s.expose.domain)
 
 
 def certificate_paths(settings) -> tuple[str, str]:
@@ -308,6 +311,77 @@ def destination_path(layout: Layout, destination: Path) -> str:
     return str(destination.relative_to(layout.base))
 
 
+def nginx_files(sites: list[dict], layout: Layout, facts: HostFacts) -> list[tuple[Path, str, str]]:
+    """(destination, content, about) of each site's file (its "values" for site.conf.j2), the
+    host's modelhost.conf, and the DH group when a site serves TLS."""
+    http2_directive = facts.nginx_version is not None and facts.nginx_version >= HTTP2_DIRECTIVE_SINCE
+    files = []
+    for site in sites:
+        values = {**site["values"], "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
+        files.append((layout.nginx_sites / site_file_name(site["key"]["server_names"]),
+                      template("nginx/site.conf.j2", site=values),
+                      f"nginx site for {', '.join(a['name'] for a in values['apps'])}"))
+    files.append((layout.nginx_host_file, template(
+        "nginx/modelhost.conf.j2", http_listens=sorted({s["key"]["http_listen"] for s in sites}),
+        tls_listens=sorted({s["key"]["tls_listen"] for s in sites} - {""})),
+        "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors"))
+    if any(site["key"]["tls"] for site in sites):
+        files.append((layout.nginx_dir / "ffdhe2048.pem", (CONFIGS / "nginx" / "ffdhe2048.pem").read_text(),
+                      "nginx: the RFC 7919 Diffie-Hellman group for the DHE ciphers (ssl_dhparam)"))
+    return files
+
+
+# ---- fab expose: the relay's site, and the tunnel's program on the app's target ------------------
+
+RELAY = "modelhost-relay"  # the relay's tunnel user; also the name its own lock's directory is under
+
+
+def relay_settings(settings) -> object:
+    """The app's settings as its relay serves it: at [expose] domain, over HTTPS once the relay has
+    the certificate, on the relay's own addresses, with the app's limits; no static files, cache or
+    password (the app's own nginx behind the tunnel has those), and /metrics for no one."""
+    relayed = copy.deepcopy(settings)
+    relayed.app.name = RELAY
+    nginx = relayed.nginx
+    nginx.server_names, nginx.address = (settings.expose.domain,), settings.expose.relay_listen
+    nginx.port, nginx.tls_port = 80, 443
+    nginx.tls, nginx.tls_certificate, nginx.tls_certificate_key = True, "", ""
+    nginx.basic_auth, nginx.cache, nginx.static_dir, nginx.metrics_allow = False, False, "", ()
+    relayed.expose.domain = ""  # the relay has no tunnel of its own to take requests from
+    return relayed
+
+
+def relay_upstream(domain: str) -> str:
+    """The relay site's upstream name for a domain (also its limit zones' prefix)."""
+    return "relay-" + re.sub(r"[^a-z0-9]+", "-", domain.lower())
+
+
+def render_relay(relayed, layout: Layout, facts: HostFacts, port: int, certificate: bool) -> dict[Path, str]:
+    """The relay's nginx files for one exposed app: its site proxying to the tunnel's end
+    (127.0.0.1:port), and the host's modelhost.conf."""
+    app = App(relayed, layout, WorkerPlan(1, "relay"), certificate=certificate)
+    name = relay_upstream(relayed.nginx.server_names[0])
+    site = {"key": site_key(app)}
+    site["values"] = {**site["key"], "relay": True, "logs": None, "apps": [
+        {**site_app(app, COLORS[0]), "name": name, "zone": name.replace("-", "_"), "relay": True,
+         "upstream": f"127.0.0.1:{port}"}]}
+    return {destination: content for destination, content, _ in nginx_files([site], layout, facts)}
+
+
+def tunnel_program(layout: Layout, manager: str) -> tuple[Path, str]:
+    """The tunnel's program file for the process manager (supervisor or systemd): where it goes, and it."""
+    values = dict(layout=layout, python="/usr/bin/python3", program=f"{layout.app}-tunnel",
+                  restart_sec=RESTART_SECONDS)
+    if manager == "systemd":
+        return layout.systemd_dir / f"{layout.app}-tunnel.service", template("systemd/tunnel.service.j2", **values)
+    return layout.supervisor_dir / f"{layout.app}-tunnel.conf", template("supervisor/tunnel.conf.j2", **values)
+
+
+def relay_sshd(interval: int, count: int) -> str:
+    """The relay's sshd drop-in: what the tunnel user may do."""
+    return template("ssh/relay.conf.j2", user=RELAY, interval=interval, count=count)
+
+
 def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[RenderedFile]:
     """Every file of the target, in a stable order; apps share the host's nginx and process manager."""
     if not apps:
@@ -320,24 +394,15 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
     def add(destination: Path, content: str, about: str, reader: str) -> None:
         files.append(RenderedFile(destination_path(layout, destination), destination, content, about, reader))
 
-    http2_directive = facts.nginx_version is not None and facts.nginx_version >= HTTP2_DIRECTIVE_SINCE
     sites = group_sites(apps)
     for site in sites:
         site["file"] = site_file_name(site["key"]["server_names"])
         # A host's site logs beside its (first) app's; the local nginx's go to supervisord.
         first = site["apps"][0].layout
-        values = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
-                  "logs": None if first.nginx_conf else first.nginx_logs,
-                  "http2_directive": http2_directive, "dhparam": layout.nginx_dir / "ffdhe2048.pem"}
-        add(layout.nginx_sites / site["file"], template("nginx/site.conf.j2", site=values),
-            f"nginx site for {', '.join(a['name'] for a in values['apps'])}", "nginx")
-    add(layout.nginx_host_file, template(
-        "nginx/modelhost.conf.j2", http_listens=sorted({s["key"]["http_listen"] for s in sites}),
-        tls_listens=sorted({s["key"]["tls_listen"] for s in sites} - {""})),
-        "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors", "nginx")
-    if any(site["key"]["tls"] for site in sites):
-        add(layout.nginx_dir / "ffdhe2048.pem", (CONFIGS / "nginx" / "ffdhe2048.pem").read_text(),
-            "nginx: the RFC 7919 Diffie-Hellman group for the DHE ciphers (ssl_dhparam)", "nginx")
+        site["values"] = {**site["key"], "apps": [site_app(app, live) for app in site["apps"]],
+                          "logs": None if first.nginx_conf else first.nginx_logs}
+    for destination, content, about in nginx_files(sites, layout, facts):
+        add(destination, content, about, "nginx")
     if layout.nginx_conf:
         add(layout.nginx_conf, template("nginx/nginx.conf.j2", layout=layout),
             "nginx's main configuration for the local target (run as you)", "nginx")

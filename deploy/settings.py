@@ -109,6 +109,8 @@ ENV_VAR = matching(ENV_NAME.pattern, "an environment variable name (capitals, di
 # server_name values: host names or IPv4 addresses; wildcards as nginx allows them (*.example.com).
 HOST = matching(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
                 'a host name such as "models.example.com" (or "*.example.com")')
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+DOMAIN = matching(rf"({_LABEL}(\.{_LABEL})+)?", 'a DNS name such as "words.example.com", or ""')
 SIZE = matching(r"[1-9][0-9]*[km]?", 'an nginx size such as "2m", "512k" or "1048576"')
 TIME = matching(r"[1-9][0-9]*[smhd]?", 'an nginx time such as "30s", "10m" or "1h"')
 RATE = matching(r"(off|[1-9][0-9]*r/[sm])", '"off" or a rate such as "10r/s" or "300r/m"')
@@ -263,6 +265,18 @@ SETTINGS = [
             "A command run once in each new release before it starts (e.g. a migration), as the app, with its "
             "environment and secrets; if it fails the deploy stops and the old release keeps serving.",
             matching(r".*", "a shell command")),
+    Setting("expose.relay", "", 'Your server with a public address, as ssh reaches it from here: `fab expose` '
+            'serves the app there through an SSH tunnel from its host ("" for none).',
+            matching(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:[0-9]{1,5})?|", 'a [user@]host[:port], or ""')),
+    Setting("expose.domain", "", "The public name the relay serves the app at (its DNS record holds the relay's "
+            "address); the relay gets a certificate for it.", DOMAIN),
+    Setting("expose.relay_address", "", 'The relay\'s name or address as the app\'s host reaches its sshd ("" for '
+            "the host of [expose] relay).", matching(r"[A-Za-z0-9._:-]*", 'a host name or address, or ""')),
+    Setting("expose.relay_port", 0, "The relay's sshd port for the tunnel (0: the port of [expose] relay, 22 unless "
+            "it names one).", integer(0, 65535)),
+    Setting("expose.relay_listen", "", 'The address the relay\'s nginx listens on ("" for every address).', ADDRESS),
+    Setting("expose.check_seconds", 30, "How often the tunnel checks the public URL end to end; after 3 failures in "
+            "a row it connects again.", integer(5, 3600)),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
     Setting("local.start_at_boot", False, "Start the local target's supervisord (and so nginx and the live app) "
@@ -358,6 +372,9 @@ def cross_checks(values: dict) -> list[str]:
                             f"{'more than once' if not inside else 'and ' + repr(inside[0]) + ', inside it'}: "
                             "list each kept directory once")
             break
+    if bool(values["expose.relay"]) != bool(values["expose.domain"]):
+        given, missing = ("relay", "domain") if values["expose.relay"] else ("domain", "relay")
+        problems.append(f"[expose] {given} is set but {missing} is not: fab expose needs both (or neither)")
     if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
         problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
     return problems

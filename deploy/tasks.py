@@ -17,18 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fabric import Config, Executor, task
+from fabric import Config, Connection, Executor, task
 from fabric.main import Fab
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from deploy import certificate as certificates, commands, context, deployment, discover, lock, state
+from deploy import expose as exposing
 from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
 from deploy.facts import FactsError, gather, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.provision import provision as provision_host
-from deploy.render import README_TITLE, RenderError, plan_app, render as render_files
+from deploy.render import README_TITLE, RenderError, plan_app, relay_settings, render as render_files
 from deploy.requirements import unpinned_message
 from deploy.source import SourceError, read_model, read_source
 from deploy.target import CommandFailed, Target, TargetError, check_host_keys
@@ -251,6 +252,44 @@ def certificate(c, settings=None, break_lock=False):
           f"it 30 days before: {summary(d, started)}")
 
 
+def relay_context(c, d: context.Context) -> exposing.Relay:
+    """The relay of [expose] relay, reached over SSH from this machine (its ssh config, its host key
+    checked), as root through sudo when the SSH user is not root."""
+    connection = Connection(d.settings.expose.relay, config=c.config)
+    check_host_keys(connection)
+    relayed = relay_settings(d.settings)
+    relay = context.Context(Target(connection, root=True), relayed, system_layout(relayed), report=print_step)
+    relay.steps = d.steps  # one list: the summary counts the steps of both ends
+    relay.facts  # connects (and gathers what the relay steps need)
+    key = connection.transport.get_remote_server_key()
+    port = d.settings.expose.relay_port or connection.port
+    return exposing.Relay(relay, d.settings.expose.relay_address or connection.host, port,
+                          (key.get_name(), key.get_base64()))
+
+
+@task(help={"settings": SETTINGS_HELP, "stop": "take the tunnel, its key and the relay's site away again",
+            "break_lock": BREAK_LOCK_HELP})
+@task_errors
+def expose(c, settings=None, stop=False, break_lock=False):
+    """Serve the app at [expose] domain over HTTPS from your relay, through an SSH tunnel from its target."""
+    started = time.monotonic()
+    d = target_context(c, settings)
+    domain = exposing.exposed(d)
+    if break_lock:
+        unlock(d)
+    relay = relay_context(c, d)
+    if stop:
+        removed = exposing.stop(d, relay)
+        print("removed: " + "; ".join(removed) if removed else f"nothing of https://{domain}/ was set up")
+        print(f"remove [expose] from {d.settings.source}: with it, fab deploy gives the site its tunnel socket again")
+        return
+    print(f"exposing {d.settings.app.name} on {where(d)} at https://{domain}/ through {relay.ctx.target.name}",
+          flush=True)
+    port = exposing.expose(d, relay)
+    print(f"https://{domain}{d.settings.nginx.prefix}/ serves the app through {relay.ctx.target.name} "
+          f"(127.0.0.1:{port} there): {summary(d, started)}")
+
+
 @task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
             "break_lock": BREAK_LOCK_HELP})
 @task_errors
@@ -287,6 +326,8 @@ def status(c, settings=None):
           + (f"; {s.health} through nginx: {s.through_nginx}" if s.nginx else ""))
     if s.certificate:
         print(f"  {'certificate':<{width}}{s.certificate}")
+    if s.tunnel:
+        print(f"  {'tunnel':<{width}}{s.tunnel}")
 
 
 @task(help={"settings": SETTINGS_HELP})
@@ -309,7 +350,7 @@ def releases(c, settings=None):
 
 
 @task(help={"settings": SETTINGS_HELP,
-            "what": "app (the live gunicorn and the app, default; gunicorn is the same), nginx, or supervisord",
+            "what": "app (the live gunicorn and the app, default; gunicorn is the same), nginx, supervisord, or tunnel",
             "lines": "how many lines (default 50)", "follow": "keep printing new lines (Ctrl-C stops)"})
 @task_errors
 def logs(c, settings=None, what="app", lines=50, follow=False):

@@ -120,6 +120,19 @@ class Pebble:
             log.close()
 
 
+def trust_and_resolve(host, server: Pebble, name: str, address: str) -> None:
+    """What a user of a private ACME server sets up: the host trusts its CA; and the name resolves
+    (on the host through /etc/hosts, for Pebble through its DNS) to address."""
+    authority = server.ca_file.read_text()
+    (host.root / "usr/local/share/ca-certificates/modelhost-test-acme.crt").write_text(authority)
+    bundle = host.root / "etc/ssl/certs/ca-certificates.crt"
+    if authority not in bundle.read_text():
+        bundle.write_text(bundle.read_text() + authority)
+    with open(host.root / "etc/hosts", "a") as hosts_file:
+        hosts_file.write(f"{address}\t{name}\n")
+    server.point(name, address)
+
+
 @contextlib.contextmanager
 def pebble(workdir: Path):
     server = Pebble(workdir).start()

@@ -156,7 +156,8 @@ class Drill:
 
 
 def drill(fault: str, inject, port: int, address: str = "127.0.0.1", host: str = "localhost",
-          quiet: float = 5, limit: float = 90, threads: int = 4) -> Drill:
+          quiet: float = 5, limit: float = 90, threads: int = 4, tls: ssl.SSLContext | None = None,
+          path: str = "/similar?word=fire") -> Drill:
     """Requests from several threads (a new connection each, answers counted by the time they were
     sent) before and after inject() (the fault); ends once quiet seconds pass with no failure
     after it, or after limit seconds."""
@@ -167,7 +168,7 @@ def drill(fault: str, inject, port: int, address: str = "127.0.0.1", host: str =
         while not stop.is_set():
             began = time.monotonic()
             try:
-                outcome: object = request(port, "/similar?word=fire", host=host, address=address)[0]
+                outcome: object = request(port, path, host=host, address=address, tls=tls)[0]
             except (OSError, http.client.HTTPException) as exc:
                 outcome = type(exc).__name__
             with lock:

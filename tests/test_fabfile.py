@@ -16,8 +16,8 @@ def test_fab_list_shows_every_task_with_its_help():
     result = fab("--list")
     assert result.returncode == 0, result.stderr
     helps = dict(re.findall(r"^  ([a-z-]+) +(\S.*)$", result.stdout, re.M))
-    assert set(helps) == {"build-model", "certificate", "deploy", "diff", "init", "logs", "provision", "releases",
-                          "render", "rollback", "run", "serve", "status", "stop"}
+    assert set(helps) == {"build-model", "certificate", "deploy", "diff", "expose", "init", "logs", "provision",
+                          "releases", "render", "rollback", "run", "serve", "status", "stop"}
     assert helps["deploy"].startswith("Deploy the app's git revision")
     assert helps["provision"].startswith("Prepare a host (-H user@host)")
 

@@ -63,6 +63,10 @@ VARIANTS = {
     "two-apps-one-name": (
         [HOST, merged(HOST, {"app": {"name": "words", "process_manager": "systemd"},
                              "nginx": {"prefix": "/words", "cache": True}})], "system", facts("ubuntu-24.04-amd64")),
+    # fab expose: the site also takes the relay tunnel's requests on a unix socket.
+    "host-exposed": ([{"nginx": {"server_names": ["localhost"]},
+                       "expose": {"relay": "admin@relay.example.com", "domain": "words.example.com"}}],
+                     "system", facts("raspios-bookworm-arm64")),
 }
 
 

@@ -32,19 +32,6 @@ def pebble(tmp_path_factory):
         yield server
 
 
-def trust_and_resolve(host: hosts.TestHost, server: acme.Pebble, name: str, address: str) -> None:
-    """What a user of a private ACME server sets up: the host trusts its CA; and the name resolves
-    (on the host through /etc/hosts, for Pebble through its DNS) to address."""
-    authority = server.ca_file.read_text()
-    (host.root / "usr/local/share/ca-certificates/modelhost-test-acme.crt").write_text(authority)
-    bundle = host.root / "etc/ssl/certs/ca-certificates.crt"
-    if authority not in bundle.read_text():
-        bundle.write_text(bundle.read_text() + authority)
-    with open(host.root / "etc/hosts", "a") as hosts_file:
-        hosts_file.write(f"{address}\t{name}\n")
-    server.point(name, address)
-
-
 class TLSSite(Site):
     """A site with a public name (resolved as tests set it up), served over HTTPS once it has a certificate."""
 
@@ -83,7 +70,7 @@ def site(request, test_hosts, tmp_path_factory, demo_model, pebble) -> TLSSite:
         'rate_limit = "off"', f'rate_limit = "off"\ntls = true\nacme_server = "{pebble.directory}"\n'
                               'acme_email = "ops@example.com"'))
     git(site.repo, "commit", "-qam", "HTTPS")
-    trust_and_resolve(host, pebble, name, host.address)
+    acme.trust_and_resolve(host, pebble, name, host.address)
     return TLSSite(site, name)
 
 
@@ -91,6 +78,10 @@ def test_a_tls_site_is_served_over_http_until_it_has_a_certificate(site):
     ok(site.fab("provision"))
     out = ok(site.fab("deploy"))
     assert "has no certificate yet, so the site is served over HTTP: fab -H" in out, out
+    # The app's site under its earlier first name (test_remote's localhost.conf, when it ran first) is gone.
+    sites = site.host.root / "etc/nginx/sites-available"
+    own = [path.name for path in sites.glob("*.conf") if re.match(r"# .*?: modelhost, rendered", path.read_text())]
+    assert own == [f"{site.name}.conf"], own
     assert f"open http://{site.name}/" in out
     status, headers, _ = request(80, "/readyz", host=site.name, address=site.host.address)
     assert status == 200, headers  # not a redirect to an HTTPS that has no certificate

@@ -11,22 +11,26 @@ checks it. By tool:
     nginx     the local target's own nginx or a host's; checks in a scratch directory
     programs  supervisor (the local target's own supervisord or a host's), systemd units, gunicorn's check
     probe     HTTP checks run on the target (deploy/probe.py)
+    ssh       fab expose's tunnel: its key pair, ssh -R, the relay's sshd and authorized_keys
     git       what a release ships, read on the machine that runs `fab`
 """
-from deploy.commands.certbot import (CertificateInfo, acme_directory, certificate_info, certonly,
+from deploy.commands.certbot import (CertificateInfo, acme_directory, certbot_delete, certificate_info, certonly,
                                      parse_certificate_info, parse_resolve, resolve)
 from deploy.commands.fs import (append_line, cat, cat_releases, ensure_directories, exists, exists_or_dangling_link,
                                 install, keep_paths, link_missing, listing, make_directory, move, parse_ensure_directories, parse_links,
                                 read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
                                 tar_extract, temporary_file, touch)
 from deploy.commands.git import archive, changed_files, git, stash_commit
-from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app,
+from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app, delete_user, kill_user,
                                   children, crontab, groups, has_command, logrotate_check, make_venv,
                                   missing_for_deploy, missing_packages, now, passwd_entry, passwordless_sudo,
                                   pip_install, process_state, python_has_venv, service, session, signal_session, user_id)
 from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_signed, supervised_nginx
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
+from deploy.commands.ssh import (ALIVE_COUNT, ALIVE_INTERVAL, TUNNEL_SOURCE, authorized_line, keygen, listening_ports,
+                                 machine_name, parse_authorized, sshd_check, tunnel)
 from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, gunicorn_check,
                                       journal, parse_supervisor_status, parse_supervisord_pid, parse_unit_status,
                                       program, program_status, programs, supervisor_parse, supervisor_refused,
-                                      supervisorctl, supervisord_start, systemctl, systemd_manager, systemd_verify)
+                                      supervisorctl, supervisord_start, systemctl, systemd_manager, systemd_verify,
+                                      unit_journal)

@@ -27,6 +27,11 @@ def certonly(names: list[str], cert_name: str, webroot: Path, server: str, email
             "--keep-until-expiring", "--expand"]
 
 
+def certbot_delete(cert_name: str) -> list[str]:
+    """The certificate, its renewal configuration and its files, gone."""
+    return ["certbot", "delete", "--non-interactive", "--cert-name", cert_name]
+
+
 def certificate_info(path: Path) -> list[str]:
     """What a PEM certificate (the first of a chain) says: expiry, fingerprint, names; exit 1 when
     there is none."""

@@ -68,6 +68,15 @@ def add_system_user(user: str, home: Path, shell: str, comment: str) -> list[str
             "--comment", comment, user]
 
 
+def delete_user(user: str) -> list[str]:
+    return ["userdel", user]
+
+
+def kill_user(user: str) -> list[str]:
+    """Every process of the user, killed (exit 1 when there was none)."""
+    return ["pkill", "-KILL", "-u", user]
+
+
 def add_to_group(user: str, group: str) -> list[str]:
     return ["usermod", "--append", "--groups", group, user]
 

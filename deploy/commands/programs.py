@@ -101,8 +101,12 @@ def systemctl(*args: str) -> list[str]:
 
 
 def journal(layout: Layout, color: str, lines: int, follow: bool = False, since: str = "") -> list[str]:
-    """A unit's log from the journal (systemd keeps gunicorn's output there)."""
-    return ["journalctl", "--no-pager", "--unit", program(layout, color), "--lines", str(lines),
+    """A color's unit's log from the journal (systemd keeps gunicorn's output there)."""
+    return unit_journal(program(layout, color), lines, follow, since)
+
+
+def unit_journal(unit: str, lines: int, follow: bool = False, since: str = "") -> list[str]:
+    return ["journalctl", "--no-pager", "--unit", unit, "--lines", str(lines),
             *(["--since", since] if since else []), *(["--follow"] if follow else [])]
 
 
