@@ -599,6 +599,8 @@ def make_network() -> Network:
     kinds = {"local", "broadcast", "unicast", "multicast", "unreachable", "blackhole", "prohibit", "throw", "nat"}
     for line in run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines():
         words = line.split()
+        if "dev" in words and words[words.index("dev") + 1].startswith("mhnet"):
+            continue  # another test network's (of this run, or of another one)
         destination = (words[1] if words[0] in kinds and len(words) > 1 else words[0]) if words else ""
         with contextlib.suppress(ValueError):
             if destination not in ours and ipaddress.ip_network(destination, strict=False).overlaps(NETWORK_RANGE):
