@@ -191,7 +191,9 @@ class Supervisor(ProcessManager):
 
     def tunnel(self, changed: bool) -> bool:
         ctx, name = self.ctx, self.tunnel_name
-        ctx.run(commands.supervisorctl(self.layout, "update", name), timeout=120)
+        updated = ctx.run(commands.supervisorctl(self.layout, "update", name), timeout=120).stdout
+        if "added" in updated or "updated" in updated:  # started with its new settings
+            return True
         state = commands.parse_supervisor_status(
             ctx.run(commands.supervisorctl(self.layout, "status", name), check=False).stdout, name)[0]
         if changed or state not in ("RUNNING", "STARTING"):

@@ -41,7 +41,8 @@ def check(spec):
     valid (fab status shows that)."""
     context = ssl._create_unverified_context()
     try:
-        connection = http.client.HTTPSConnection(spec["domain"], spec.get("port", 443), timeout=10, context=context)
+        connection = http.client.HTTPSConnection(spec["domain"], spec.get("port", 443),
+                                                 timeout=min(10, spec["interval"]), context=context)
         connection.request("GET", spec["path"], headers={"User-Agent": "modelhost-tunnel-check"})
         status = connection.getresponse().status
         connection.close()

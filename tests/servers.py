@@ -84,8 +84,8 @@ def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> No
 class AddressedHTTPS(http.client.HTTPSConnection):
     """HTTPS to an address, with a name in SNI (and Host), its certificate checked for that name."""
 
-    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext):
-        super().__init__(name, port, timeout=30, context=context)
+    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext, timeout: float = 30):
+        super().__init__(name, port, timeout=timeout, context=context)
         self.address = address
 
     def connect(self):
@@ -94,11 +94,11 @@ class AddressedHTTPS(http.client.HTTPSConnection):
 
 
 def request(port: int, path: str, host: str = "localhost", method: str = "GET", address: str = "127.0.0.1",
-            tls: ssl.SSLContext | None = None):
+            tls: ssl.SSLContext | None = None, timeout: float = 30):
     """(status, headers, body) from address:port (nginx), with this Host header, on a new connection;
     with tls, over HTTPS with the certificate checked against it."""
-    connection = (AddressedHTTPS(address, port, host, tls) if tls else
-                  http.client.HTTPConnection(address, port, timeout=30))
+    connection = (AddressedHTTPS(address, port, host, tls, timeout) if tls else
+                  http.client.HTTPConnection(address, port, timeout=timeout))
     try:
         connection.request(method, path, headers={"Host": host})
         response = connection.getresponse()
