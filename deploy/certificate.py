@@ -23,9 +23,9 @@ from deploy.commands import CertificateInfo
 from deploy.context import Context, DeployError
 from deploy.cutover import configs, release_app, verify
 from deploy.lock import locked
+from deploy.provision import install_missing
 from deploy.render import RENEWAL_HOOK, certificate_paths, renewal_hook
 from deploy.settings import public_names
-from deploy.target import CommandFailed
 
 # Debian's certbot package renews with its systemd timer, or (without systemd) /etc/cron.d/certbot.
 TIMER = "certbot.timer"
@@ -85,14 +85,7 @@ def ensure_certbot(ctx: Context) -> None:
     packages = ["certbot"] if systemd else ["certbot", "cron"]
     renewer = TIMER if systemd else "cron"
     with ctx.step("certbot") as step:
-        missing = ctx.run(commands.missing_packages(packages)).stdout.split()
-        if missing:
-            try:
-                ctx.run(commands.apt_get("update"), timeout=900)
-                ctx.run(commands.apt_get("install", *missing), timeout=1800)
-            except CommandFailed as exc:
-                raise DeployError(f"apt-get could not install {', '.join(missing)} on {ctx.target.name}: "
-                                  f"{exc}") from None
+        missing = install_missing(ctx, packages)
         done = [f"installed {', '.join(missing)}"] if missing else []
         for check, action, did in (("is-enabled", "enable", "enabled"), ("is-active", "start", "started")):
             if ctx.run(commands.service(systemd, renewer, check), check=False).exited != 0:

@@ -36,8 +36,8 @@ from deploy.context import Context, DeployError
 from deploy.cutover import ask, configs, health, is_ready, release_app, said
 from deploy.layout import Directory
 from deploy.lock import locked
+from deploy.provision import install_missing
 from deploy.render import RELAY, relay_sshd, render_relay, site_file_name, tunnel_program
-from deploy.target import CommandFailed
 
 NOLOGIN = "/usr/sbin/nologin"
 RELAY_HOME = Path("/var/lib") / RELAY
@@ -120,14 +120,7 @@ def ensure_relay(relay: Context) -> None:
     the tunnel user, and sshd's rules for it."""
     systemd = relay.facts.systemd
     with relay.step("relay") as step:
-        missing = relay.run(commands.missing_packages(RELAY_PACKAGES)).stdout.split()
-        if missing:
-            try:
-                relay.run(commands.apt_get("update"), timeout=900)
-                relay.run(commands.apt_get("install", *missing), timeout=1800)
-            except CommandFailed as exc:
-                raise DeployError(f"apt-get could not install {', '.join(missing)} on {relay.target.name}: "
-                                  f"{exc}") from None
+        missing = install_missing(relay, RELAY_PACKAGES)
         default = relay.layout.nginx_enabled / "default"
         if relay.run(commands.exists_or_dangling_link(default), check=False).exited == 0:
             relay.run(commands.remove(default))
@@ -138,7 +131,8 @@ def ensure_relay(relay: Context) -> None:
                 relay.run(commands.service(systemd, "nginx", action), timeout=120)
                 step.changed = True
         step.changed |= bool(missing)
-        step.detail = (f"installed {', '.join(missing)}; " if missing else "") + "nginx running, Debian's default site off"
+        step.detail = ((f"installed {', '.join(missing)}; " if missing else "")
+                       + "nginx running, Debian's default site off")
     with relay.step("tunnel user") as step:
         if relay.run(commands.passwd_entry(RELAY), check=False).exited != 0:
             relay.run(commands.add_system_user(RELAY, RELAY_HOME, NOLOGIN, "modelhost tunnels"))

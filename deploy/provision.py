@@ -52,20 +52,25 @@ def wanted(ctx: Context, names: list[str]) -> list[str]:
     return [name for name in names if name != "supervisor" or ctx.programs.package == "supervisor"]
 
 
-def ensure_packages(ctx: Context) -> None:
-    packages = wanted(ctx, PACKAGES)
-    with ctx.step("packages") as step:
-        missing = ctx.run(commands.missing_packages(packages)).stdout.split()
-        step.detail = ", ".join(packages) + " installed"
-        if not missing:
-            return
+def install_missing(ctx: Context, packages: list[str]) -> list[str]:
+    """The packages of the list that are not installed, installed with apt (its lists updated first,
+    only then); returns them."""
+    missing = ctx.run(commands.missing_packages(packages)).stdout.split()
+    if missing:
         try:
             ctx.run(commands.apt_get("update"), timeout=900)
             ctx.run(commands.apt_get("install", *missing), timeout=1800)
         except CommandFailed as exc:
             raise DeployError(f"apt-get could not install {', '.join(missing)} on {ctx.target.name}: {exc}") from None
-        step.changed = True
-        step.detail = f"installed {', '.join(missing)} with apt"
+    return missing
+
+
+def ensure_packages(ctx: Context) -> None:
+    packages = wanted(ctx, PACKAGES)
+    with ctx.step("packages") as step:
+        missing = install_missing(ctx, packages)
+        step.changed = bool(missing)
+        step.detail = f"installed {', '.join(missing)} with apt" if missing else ", ".join(packages) + " installed"
 
 
 def ensure_user(ctx: Context) -> None:
