@@ -181,8 +181,8 @@ def ensure_relay_site(relay: Context, port: int) -> None:
         files = render_relay(relay.settings, relay.layout, relay.facts, port, relay.tls)
         outcome = relay.nginx.ensure(files)
         step.changed = bool(outcome)
-        scheme = "https" if relay.tls else "http (until the certificate is there)"
-        step.detail = f"{scheme}://{domain} -> 127.0.0.1:{port}" + (f" ({outcome})" if outcome else "")
+        how = "over HTTPS" if relay.tls else "over HTTP until the certificate is there"
+        step.detail = f"{domain} -> 127.0.0.1:{port}, {how}" + (f" ({outcome})" if outcome else "")
 
 
 def ensure_tunnel(ctx: Context, relay: Relay, port: int) -> None:
