@@ -62,8 +62,7 @@ def certificate(ctx: Context) -> CertificateInfo:
     """Get (or keep) the certificate for the site's public names and serve the site over HTTPS."""
     names = certificate_names(ctx)
     with locked(ctx, "certificate"):
-        pointers = state.pointers(ctx)
-        release = next((r for r in state.releases(ctx) if r.id == pointers.live_release), None)
+        pointers, release = state.live(ctx)
         if release is None:
             raise DeployError(f"nothing is live on {ctx.target.name} yet: fab deploy first (the site answers the "
                               "ACME server's challenge on port 80)")

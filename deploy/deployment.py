@@ -150,8 +150,7 @@ def diff(ctx: Context, model_mb: float | None = None) -> list[str]:
 
     Rendered for the live color, with the live release's worker plan (or, before the first
     deploy, the plan a deploy would make now)."""
-    pointers = state.pointers(ctx)
-    release = next((r for r in state.releases(ctx) if r.id == pointers.live_release), None)
+    pointers, release = state.live(ctx)
     app = release_app(ctx, release) if release else plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model_mb)
     diffs = []
     for file in render([served(ctx, app)], ctx.facts, pointers.live or COLORS[0]):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploy import commands, state
@@ -70,8 +70,7 @@ def expose(ctx: Context, relay: Relay) -> int:
     exposed(ctx)
     owner = tunnel_owner(ctx)
     with locked(ctx, "expose"):
-        live = state.pointers(ctx)
-        release = next((r for r in state.releases(ctx) if r.id == live.live_release), None)
+        live, release = state.live(ctx)
         if release is None:
             raise DeployError(f"nothing is live on {ctx.target.name} yet: fab deploy first, then fab expose")
         public_key = ensure_key(ctx, owner)
@@ -236,14 +235,11 @@ def stop(ctx: Context, relay: Relay) -> list[str]:
         if ctx.exists(ctx.layout.tunnel_dir):
             ctx.run(commands.remove(ctx.layout.tunnel_dir, ctx.layout.run_dir / "tunnel.state"))
             removed.append(f"{ctx.layout.tunnel_dir} (the key pair)")
-        live = state.pointers(ctx)
-        release = next((r for r in state.releases(ctx) if r.id == live.live_release), None)
+        live, release = state.live(ctx)
         if release:
             quiet = copy.deepcopy(ctx.settings)
-            quiet.expose.domain = ""
-            app = release_app(ctx, release)
-            plain = type(app)(quiet, app.layout, app.plan)
-            if ctx.nginx.ensure(configs(ctx, plain, live.live)["nginx"]):
+            quiet.expose.domain = ""  # the site without the tunnel's socket
+            if ctx.nginx.ensure(configs(ctx, replace(release_app(ctx, release), settings=quiet), live.live)["nginx"]):
                 removed.append(f"{ctx.layout.tunnel_socket} from the site")
         with locked(relay.ctx, f"expose --stop of {owner}"):
             removed += stop_relay(relay.ctx, owner, domain)

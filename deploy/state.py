@@ -60,6 +60,12 @@ def releases(ctx: Context) -> list[Release]:
     return sorted((Release.parse(line) for line in out.splitlines() if line.strip()), key=lambda r: r.id)
 
 
+def live(ctx: Context) -> tuple[Pointers, Release | None]:
+    """The pointers, and the release the live color runs (None before the first went live)."""
+    found = pointers(ctx)
+    return found, next((r for r in releases(ctx) if r.id == found.live_release), None)
+
+
 def history(ctx: Context) -> list[dict]:
     """Every deploy and rollback, oldest first: time, user, action, release, color, result."""
     text = ctx.target.read(ctx.layout.history) or ""
