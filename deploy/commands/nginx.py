@@ -40,3 +40,9 @@ def self_signed(cert: str, key: str, name: str) -> list[str]:
     """A throwaway certificate for name, so that nginx -t can load a TLS site."""
     return ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
             "-keyout", key, "-out", cert]
+
+
+def sites_of(sites: Path, app: str) -> list[str]:
+    """The site files (one path a line) whose header says they serve this app alone."""
+    return ["sh", "-c", 'grep -lE -- "$1" "$2"/*.conf 2>/dev/null || true', "sh",
+            f"^# .*: {app}, rendered by modelhost", str(sites)]
