@@ -93,6 +93,15 @@ class AddressedHTTPS(http.client.HTTPSConnection):
                                               server_hostname=self.host)
 
 
+def eventually(check, timeout: float = 15, every: float = 0.5):
+    """check()'s first truthy answer within timeout (nginx writes its access log every 5 s, buffered);
+    its last answer after that."""
+    deadline = time.monotonic() + timeout
+    while not (answer := check()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return answer
+
+
 def request(port: int, path: str, host: str = "localhost", method: str = "GET", address: str = "127.0.0.1",
             tls: ssl.SSLContext | None = None, timeout: float = 30):
     """(status, headers, body) from address:port (nginx), with this Host header, on a new connection;

@@ -22,7 +22,8 @@ import pytest
 
 from tests import hosts
 from tests.remote import APP, Site, make_site, ssh_config, steps, timed
-from tests.servers import FAB, MIN_REQUESTS, ROOT, commit_change, drill, fab, git, ok, request, steady_load
+from tests.servers import (FAB, MIN_REQUESTS, ROOT, commit_change, drill, eventually, fab, git, ok, request,
+                           steady_load)
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
@@ -140,6 +141,7 @@ def test_status_logs_and_diff_describe_the_host(site):
     out = ok(site.fab("logs", "--lines", "100"))
     assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
     site.get("/livez?last")
+    assert eventually(lambda: "GET /livez?last" in ok(site.fab("logs", "--what", "nginx", "--lines", "5")))
     out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
     assert f"==> /var/log/{APP}/nginx-access.log <==" in out and "GET /livez?last" in out
     follow = subprocess.Popen([str(FAB), "-S", str(site.config), "-H", f"root@{site.host.address}", "logs",

@@ -22,7 +22,7 @@ import pytest
 
 from tests import acme, hosts
 from tests.remote import Site, make_site, steps
-from tests.servers import MIN_REQUESTS, drill, git, ok, request, steady_load
+from tests.servers import MIN_REQUESTS, drill, eventually, git, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or acme.MISSING
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"tunnels between test hosts: {MISSING}"),
@@ -153,11 +153,11 @@ def test_fab_expose_serves_the_app_at_the_domain_through_the_relay(home, network
     status, _, page = public(pebble, app.network.gateway, "/")
     assert status == 200 and b"<form" in page
     # The app host's nginx sees the client's address as the relay saw it, not the tunnel's.
-    def client(log: Path) -> str:
-        lines = log.read_text().splitlines()
-        return next(line for line in reversed(lines) if "similar?word=fire&topn=2" in line).split()[0]
+    def client(log: Path) -> str:  # "" until nginx has written the line (buffered on the app host)
+        lines = log.read_text().splitlines() if log.exists() else []
+        return next((line for line in reversed(lines) if "similar?word=fire&topn=2" in line), " ").split(" ")[0]
     seen = client(relay.root / "var/log/nginx/access.log")
-    assert client(app.root / "var/log/modelhost/nginx-access.log") == seen and seen not in ("127.0.0.1", "unix:")
+    assert eventually(lambda: client(app.root / "var/log/modelhost/nginx-access.log")) == seen and seen not in ("127.0.0.1", "unix:")
     # Only the key's own listen point; the tunnel user has no shell.
     line = (relay.root / "var/lib/modelhost-relay/.ssh/authorized_keys").read_text().splitlines()[0]
     assert line.startswith('restrict,port-forwarding,permitlisten="127.0.0.1:20001" ssh-ed25519 ')

@@ -40,8 +40,11 @@ umask = 0o007
 # Peers whose X-Forwarded-Proto gunicorn itself believes: loopback only, the default (nginx on the
 # unix socket is always believed). The app reads X-Forwarded-* through ProxyFix, one hop.
 forwarded_allow_ips = "127.0.0.1,::1"
-# Logs to stderr: supervisor or journald keep them, in capped files.
-accesslog = "-"
+# No access log: nginx logs every request once, buffered, with the client's address and timing;
+# a second line per request here would only double what is written (an SD card wears out).
+accesslog = None
+# The rest (starts, stops, worker deaths, the app's own logging) goes to stderr: supervisor keeps
+# it in capped files, or journald.
 errorlog = "-"
 # nginx in front limits the request line and headers (8 KB each, 32 KB in all) and answers in the
 # API's JSON when they are too long; gunicorn's own limits (4 KB, 100 headers) are lower and would
