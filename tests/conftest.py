@@ -94,6 +94,24 @@ def stack(demo_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def arm64_host(tmp_path_factory):
+    """A systemd host of Debian bookworm arm64 (the 64-bit Raspberry Pi OS base) under qemu, for the
+    whole session once a test asks for it; skipped with the reason when qemu-user-static is missing."""
+    reason = hosts.missing_requirements("arm64")
+    if reason:
+        pytest.skip(f"arm64 test host: {reason}")
+    workdir = tmp_path_factory.mktemp("arm64")
+    began = time.monotonic()
+    host = hosts.start_host("systemd", None, workdir, hosts.make_client_key(workdir), arch="arm64")
+    print(f"arm64 host started in {time.monotonic() - began:.1f} s (rootfs built or cached)")
+    try:
+        yield host
+    finally:
+        host.stop()
+        assert not host.processes(), f"{host.name} left processes"
+
+
+@pytest.fixture(scope="session")
 def test_hosts(tmp_path_factory):
     """One running host per flavor for the whole session, stopped (by pid) at the end."""
     workdir = tmp_path_factory.mktemp("hosts")

@@ -10,6 +10,9 @@ from tests import hosts
 from tests.servers import REFERENCE_DEPLOY, app_checkout, fab, ok, request
 
 APP = "modelhost"
+# What only the controller needs (Fabric and its SSH stack, supervisor for the local target): never
+# in an app's virtualenv on a host.
+KITS_TOOLS = {"fabric", "paramiko", "invoke", "supervisor", "cryptography", "bcrypt", "pynacl", "cffi"}
 STEPS = re.compile(r"^  ([\w ]+?) +(changed|unchanged) +[\d.]+ s", re.M)
 
 
@@ -73,5 +76,5 @@ def steps(out: str) -> dict[str, str]:
 def timed(what: str, site: Site, *args: str) -> str:
     began = time.monotonic()
     out = ok(site.fab(*args))
-    print(f"{site.host.flavor}: {what} {time.monotonic() - began:.1f} s")
+    print(f"{site.host.flavor}{'' if site.host.arch == 'amd64' else '-' + site.host.arch}: {what} {time.monotonic() - began:.1f} s")
     return out

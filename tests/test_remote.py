@@ -21,7 +21,7 @@ import time
 import pytest
 
 from tests import hosts
-from tests.remote import APP, Site, make_site, ssh_config, steps, timed
+from tests.remote import APP, KITS_TOOLS, Site, make_site, ssh_config, steps, timed
 from tests.servers import (FAB, MIN_REQUESTS, ROOT, commit_change, drill, eventually, fab, git, ok, request,
                            steady_load)
 
@@ -29,11 +29,25 @@ MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
 
 
-@pytest.fixture(scope="module", params=hosts.FLAVORS)
-def site(request, test_hosts, tmp_path_factory, demo_model) -> Site:
-    return make_site(test_hosts[request.param], tmp_path_factory.mktemp(f"remote-{request.param}"), demo_model)
+def pytest_generate_tests(metafunc):
+    """Every test runs on both flavors (amd64); those marked arm64 also run on an arm64 host under
+    qemu (the 64-bit Raspberry Pi OS base), where everything is several times slower: the path from
+    a fresh host to a rollback, not the drills."""
+    if "site" in metafunc.fixturenames:
+        arm64 = ["arm64"] if metafunc.definition.get_closest_marker("arm64") else []
+        metafunc.parametrize("site", [*hosts.FLAVORS, *arm64], indirect=True, scope="module")
 
 
+@pytest.fixture(scope="module")
+def site(request, tmp_path_factory, demo_model) -> Site:
+    if request.param == "arm64":
+        host = request.getfixturevalue("arm64_host")
+    else:
+        host = request.getfixturevalue("test_hosts")[request.param]
+    return make_site(host, tmp_path_factory.mktemp(f"remote-{request.param}"), demo_model)
+
+
+@pytest.mark.arm64
 def test_provision_makes_a_fresh_host_ready(site):
     assert not (site.host.root / "usr/sbin/nginx").exists()  # a fresh host
     out = timed("fresh provision", site, "provision")
@@ -72,6 +86,7 @@ def test_provision_makes_a_fresh_host_ready(site):
         assert any((site.host.root / "etc/rc2.d").glob("S??modelhost-keeper"))  # and at boot
 
 
+@pytest.mark.arm64
 def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
     lists = site.host.root / "var/lib/apt/lists"
     before = sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir())
@@ -80,6 +95,7 @@ def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir()) == before
 
 
+@pytest.mark.arm64
 def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(site):
     out = timed("first deploy", site, "deploy")
     assert set(steps(out)) == {"prerequisites", "directories", "secrets", "model", "python", "release", "cutover",
@@ -93,8 +109,17 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(s
     assert status == 200 and json.loads(body)["status"] == "ready"
     assert site.on_host(f"stat -c '%U %a' /etc/{APP}/secrets.env").split() == [APP, "600"]
     assert site.on_host("ps -o user= -C gunicorn | sort -u").split() == [APP]  # the app's user, never root
+    # The app's virtualenv holds the app's dependencies, built for this machine, and none of the kit's tools.
+    installed = {path.split("-")[0].lower() for path in site.on_host(
+        f"cd /srv/{APP}/venvs/*/lib/python3*/site-packages && ls -d *.dist-info").split()}
+    assert {"flask", "gensim", "numpy", "gunicorn"} <= installed and not KITS_TOOLS & installed, installed
+    machine = site.on_host("uname -m").strip()
+    assert machine == {"arm64": "aarch64"}.get(site.host.arch, "x86_64")
+    assert site.on_host(f"ls /srv/{APP}/venvs/*/lib/python3*/site-packages/numpy/_core/_multiarray_umath.*.so"
+                        ).strip().endswith(f"-{machine}-linux-gnu.so")
 
 
+@pytest.mark.arm64
 def test_provision_and_deploy_again_change_nothing(site):
     assert " 0 of 8 steps changed something" in timed("no-op provision", site, "provision")
     out = timed("no-op deploy", site, "deploy")
@@ -107,6 +132,7 @@ def live_build(site: Site) -> dict:
     return json.loads(body)
 
 
+@pytest.mark.arm64
 def test_a_code_change_deploys_without_pip_and_without_a_failed_request(site):
     commit_change(site.repo, "app/health.py", 'return jsonify({"status": "ok"})',
                   'return jsonify({"status": "ok", "build": "two"})', "livez says which build")
@@ -119,6 +145,7 @@ def test_a_code_change_deploys_without_pip_and_without_a_failed_request(site):
     assert live_build(site) == {"status": "ok", "build": "two"}
 
 
+@pytest.mark.arm64
 def test_rollback_brings_back_the_previous_release(site):
     out = timed("rollback", site, "rollback")
     assert "is live again" in out

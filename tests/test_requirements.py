@@ -16,6 +16,7 @@ from deploy.requirements import (
     read_requirements,
     unpinned_message,
 )
+from tests.remote import KITS_TOOLS
 from tests.servers import ROOT
 
 
@@ -39,9 +40,6 @@ def test_the_gunicorn_pin_is_the_one_in_the_kits_requirements_lock():
 
 # The kit's own lock files: the reference app's (what its virtualenv on a host gets), the kit's
 # (where fab runs) and the development one (both, with the test tools).
-KITS_TOOLS = {"fabric", "paramiko", "invoke", "supervisor", "cryptography", "bcrypt", "pynacl", "cffi"}
-
-
 def pins(name: str) -> dict[str, str]:
     return dict(re.findall(r"^([a-z0-9-]+)==(\S+)$", (ROOT / name).read_text(), re.MULTILINE))
 
