@@ -44,10 +44,13 @@ def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> 
         secrets_digest = ensure_secrets(ctx, environ)
         model_key = ensure_model(ctx, model, scratch)
         venv = ensure_venv(ctx, source)
-        app = plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model.size_mb if model else 0)
+        # What the live release's workers use, after the traffic it has served, sizes a new release.
+        measured = state.record_memory(ctx)
+        app = plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model.size_mb if model else 0, measured=measured)
         release = ensure_release(ctx, source, app, venv, model, model_key, secrets_digest, scratch)
         ensure_release_command(ctx, release, app)
         go_live(ctx, "deploy", release, app)
+        state.record_memory(ctx)  # a first reading of the new release
         prune(ctx)
     return release
 
@@ -118,6 +121,7 @@ class Status:
     through_nginx: str = ""  # its answer through nginx
     certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
     tunnel: str = ""  # with [expose]: the tunnel to the relay, and its last end-to-end check
+    memory: str = ""  # what the live release's workers use: the largest readings so far, with one taken now
 
 
 def status(ctx: Context) -> Status:
@@ -135,6 +139,9 @@ def status(ctx: Context) -> Status:
     if any(p.color == pointers.live and p.state == "RUNNING" for p in programs):
         answer = ask(ctx, [path], color=pointers.live)[0]
         result.ready = f"{answer['status']} {said(answer, 200)}"
+        reading = state.measure(ctx, pointers.live, result.release, state.measured_memory(ctx)) \
+            if result.release else None
+        result.memory = reading.describe() if reading else ""
     if result.nginx:
         answer = ask(ctx, [path])[0]
         result.through_nginx = f"{answer['status']} {said(answer, 200)}"

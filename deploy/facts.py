@@ -28,6 +28,18 @@ _SECTIONS = {
     "nginx": 'nginx_bin=$(command -v nginx || command -v /usr/sbin/nginx) && "$nginx_bin" -v 2>&1',
     "python3": "python3 -V",
     "board": "tr -d '\\000' < /proc/device-tree/model",  # NUL-terminated; only on ARM boards
+    # A Raspberry Pi's firmware: under-voltage and throttling bits. vcgencmd needs the video group;
+    # the kernel's firmware driver gives the same bits to anyone (hex, without 0x).
+    "throttled": "vcgencmd get_throttled || cat /sys/devices/platform/soc/soc:firmware/get_throttled",
+    # Each thermal zone's type and millidegrees Celsius ("cpu-thermal 48850" on a Pi).
+    "thermal": ('for zone in /sys/class/thermal/thermal_zone*; do [ -e "$zone/temp" ] || continue; '
+                'echo "$(cat "$zone/type") $(cat "$zone/temp")"; done'),
+    # The root filesystem's block device (through its major:minor: /proc/mounts may say /dev/root),
+    # an SD card's or eMMC's type, and its size and free space in KiB.
+    "root": ("dev=$(awk '$5 == \"/\" {d = $3} END {print d}' /proc/self/mountinfo); "
+             'echo "device $(readlink -e "/sys/dev/block/$dev")"; echo "type $(cat "/sys/dev/block/$dev/../device/type")"; '
+             "df -Pk / | tail -n 1"),
+    "swaps": "cat /proc/swaps",  # swap partitions, files and zram devices
 }
 
 # Each section runs with stderr discarded and `|| true`, so a missing file or command leaves it
@@ -41,6 +53,34 @@ FACTS_COMMAND = "unset OMP_NUM_THREADS OMP_THREAD_LIMIT\n" + "".join(
 
 class FactsError(Exception):
     """The output of FACTS_COMMAND cannot be understood."""
+
+
+@dataclass(frozen=True)
+class Swap:
+    name: str  # /dev/zram0, /var/swap, /dev/sda3
+    type: str  # "zram" (compressed RAM), "file" or "partition"
+    size_mb: int
+    used_mb: int
+
+
+@dataclass(frozen=True)
+class Health:
+    """How the machine is doing, as far as it reports it (a Raspberry Pi reports the most); each
+    field None or empty where it does not."""
+
+    throttled: int | None = None  # the firmware's get_throttled bits (THROTTLED)
+    temperature_c: float | None = None
+    thermal_zone: str = ""  # the zone the temperature is from: "cpu-thermal"
+    root_device: str = ""  # the root filesystem's block device: "mmcblk0p2", "sda2", "nvme0n1p2"
+    root_kind: str = ""  # "SD card", "eMMC", "NVMe SSD", "USB drive", ...; "" when not known
+    root_size_mb: int | None = None
+    root_free_mb: int | None = None
+    swap: tuple[Swap, ...] | None = None  # None when /proc/swaps was unreadable; () when there is none
+
+
+# The firmware's get_throttled bits: 0-3 now, the same at 16-19 since boot.
+THROTTLED = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled", 3: "soft temperature limit"}
+UNDER_VOLTAGE, HOT = 0x10001, 0xE000E
 
 
 @dataclass(frozen=True)
@@ -59,6 +99,7 @@ class HostFacts:
     nginx_version: tuple[int, ...] | None
     python_version: tuple[int, ...] | None
     board: str | None  # device-tree model, e.g. "Raspberry Pi 4 Model B Rev 1.4"
+    health: Health = Health()
 
     @property
     def systemd(self) -> bool:
@@ -80,6 +121,40 @@ class HostFacts:
 
 def _size(mb: int) -> str:
     return f"{mb / 1024:.1f} GiB" if mb >= 1024 else f"{mb} MiB"
+
+
+def health_lines(health: Health) -> list[tuple[str, str]]:
+    """(label, text) for each thing the machine reports about its condition, for `fab status`."""
+    lines = []
+    if health.throttled is not None:
+        lines.append(("power", _throttled(health.throttled)))
+    if health.temperature_c is not None:
+        lines.append(("temperature", f"{health.temperature_c:.1f} °C ({health.thermal_zone})"))
+    if health.root_size_mb is not None:
+        device = " ".join(part for part in (health.root_kind, health.root_device) if part)
+        lines.append(("storage", f"/ on {device or 'its disk'}: {_size(health.root_free_mb)} free of "
+                                 f"{_size(health.root_size_mb)}"))
+    if health.swap is not None:
+        lines.append(("swap", "; ".join(f"{swap.name} ({swap.type}) {_size(swap.size_mb)}, {_size(swap.used_mb)} used"
+                                        for swap in health.swap) or "none"))
+    return lines
+
+
+def _throttled(bits: int) -> str:
+    """The get_throttled bits in words, with what to do about them."""
+    if not bits & 0xF000F:
+        return f"no under-voltage or throttling since boot (get_throttled {bits:#x})"
+    now = [name for bit, name in THROTTLED.items() if bits >> bit & 1]
+    since = [name for bit, name in THROTTLED.items() if bits >> (bit + 16) & 1]
+    said = "; ".join(part for part in (f"now: {', '.join(now)}" if now else "",
+                                       f"since boot: {', '.join(since)}" if since else "") if part)
+    fixes = []
+    if bits & UNDER_VOLTAGE:
+        fixes.append("under-voltage slows the board and corrupts SD cards: use the board's own power supply "
+                     "(5 V 3 A for a Pi 4, 5 A for a Pi 5) and a short cable")
+    if bits & HOT:
+        fixes.append("too hot: give it a heatsink or a fan, or more air")
+    return f"{said} (get_throttled {bits:#x}); " + "; ".join(fixes)
 
 
 def gather(target) -> HostFacts:
@@ -114,6 +189,8 @@ def parse_facts(output: str) -> HostFacts:
                                "nginx version: nginx/1.22.1"),
         python_version=_version(sections, "python3", r"Python (\d+(?:\.\d+)*)", "Python 3.11.2"),
         board=sections.get("board") or None,
+        health=Health(throttled=_throttled_bits(sections), **_thermal(sections), **_root(sections),
+                      swap=_swaps(sections)),
     )
 
 
@@ -211,6 +288,67 @@ def _os_release(sections: dict[str, str]) -> dict[str, str]:
     if not fields:
         raise _problem("os-release", text, "KEY=value lines such as ID=debian")
     return fields
+
+
+def _throttled_bits(sections: dict[str, str]) -> int | None:
+    """vcgencmd's "throttled=0x50005" or the firmware driver's "50005"; None off a Pi."""
+    text = sections.get("throttled", "")
+    if not text:
+        return None
+    match = re.fullmatch(r"(?:throttled=)?(?:0x)?([0-9a-fA-F]+)", text)
+    if not match:
+        raise _problem("throttled", text, "'throttled=0x50005' (vcgencmd) or '50005' (sysfs)")
+    return int(match[1], 16)
+
+
+def _thermal(sections: dict[str, str]) -> dict:
+    """The SoC's temperature: the first zone named for the CPU or SoC, else the first zone."""
+    zones = [(line.rsplit(" ", 1)[0], line.rsplit(" ", 1)[1]) for line in sections.get("thermal", "").splitlines()
+             if re.fullmatch(r"\S+ -?\d+", line.strip())]
+    if not zones:
+        return {}
+    zone, millidegrees = next((z for z in zones if re.search(r"cpu|soc|pkg", z[0], re.I)), zones[0])
+    return {"temperature_c": int(millidegrees) / 1000, "thermal_zone": zone}
+
+
+def _root(sections: dict[str, str]) -> dict:
+    """The root filesystem's device, what kind it is, and its size and free space."""
+    found: dict = {}
+    for line in sections.get("root", "").splitlines():
+        fields = line.split()
+        if fields[:1] == ["device"] and len(fields) == 2:
+            name = fields[1].rsplit("/", 1)[-1]
+            found["root_device"] = name
+            found["root_kind"] = _device_kind(name, fields[1], sections["root"])
+        elif len(fields) >= 6 and fields[-1] == "/" and fields[-5].isdigit() and fields[-3].isdigit():  # df -P
+            found["root_size_mb"], found["root_free_mb"] = int(fields[-5]) // 1024, int(fields[-3]) // 1024
+    return found
+
+
+def _device_kind(name: str, path: str, text: str) -> str:
+    """What a block device is, in the words people use: SD card, eMMC, NVMe SSD, USB drive."""
+    if name.startswith("mmcblk"):
+        return "eMMC" if re.search(r"^type MMC$", text, re.M) else "SD card"
+    if name.startswith("nvme"):
+        return "NVMe SSD"
+    if name.startswith("sd"):
+        return "USB drive" if "/usb" in path else "SATA/SCSI disk"
+    if name.startswith(("vd", "xvd")):
+        return "virtual disk"
+    return ""
+
+
+def _swaps(sections: dict[str, str]) -> tuple[Swap, ...] | None:
+    """/proc/swaps: name, type, size and used (KiB); zram devices named as such."""
+    text = sections.get("swaps", "")
+    if not text.startswith("Filename"):
+        return None
+    swaps = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
+            swaps.append(Swap(fields[0], "zram" if "/zram" in fields[0] else fields[1], int(fields[2]) // 1024, int(fields[3]) // 1024))
+    return tuple(swaps)
 
 
 def _version(sections: dict[str, str], name: str, pattern: str,

@@ -115,6 +115,11 @@ class Layout:
         return self.root / "history.jsonl"
 
     @property
+    def memory(self) -> Path:
+        """What the workers of the live release were measured to use: the next release is sized by it."""
+        return self.root / "memory.json"
+
+    @property
     def tmpfiles_file(self) -> Path | None:
         """systemd-tmpfiles' file for the app (hosts only)."""
         return self.tmpfiles_dir / f"{self.app}.conf" if self.tmpfiles_dir else None

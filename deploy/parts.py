@@ -23,7 +23,7 @@ from pathlib import Path
 
 from deploy import commands, state
 from deploy.context import Context, DeployError, Step, now
-from deploy.render import App, process_environment, render_gunicorn_conf
+from deploy.render import App, process_environment, render_gunicorn_conf, threads_of
 from deploy.settings import KIT_DIR
 from deploy.source import Model, Source, digest
 from deploy.state import Release
@@ -236,7 +236,7 @@ def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Mod
             id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{source.label}",
             revision=source.label, identity=identity, venv=venv, model=model_key,
             model_version=model.version if model else "-", workers=app.plan.workers,
-            explanation=app.plan.explanation, created=now(), kit_dir=KIT_DIR)
+            explanation=app.plan.explanation, created=now(), kit_dir=KIT_DIR, threads=threads_of(ctx.settings))
         path = ctx.layout.releases / release.id
         tar = scratch / "release.tar"
         ctx.local.run(commands.archive(source.checkout, source.commit, tar))

@@ -17,7 +17,7 @@ import jinja2
 from deploy.facts import HostFacts
 from deploy.layout import COLORS, Layout, local_layout
 from deploy.settings import KIT_DIR, public_names, size_bytes
-from deploy.workers import WorkerPlan, model_size_mb, plan_workers
+from deploy.workers import Measured, WorkerPlan, model_size_mb, plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = Path(__file__).resolve().parent
@@ -62,10 +62,10 @@ SOCKET_PATH_MAX = 107
 
 
 def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path | None = None,
-             model_mb: float | None = None) -> App:
+             model_mb: float | None = None, measured: Measured | None = None) -> App:
     """The app's worker plan on this host; the model's size is the sum of its files (below base_dir,
     by default deploy.toml's directory) unless set (in deploy.toml, or here as model_mb: the size of
-    the model being deployed)."""
+    the model being deployed); a worker's cost is the measured one when given, else the settings'."""
     longest = max((layout.socket(color) for color in COLORS), key=lambda p: len(str(p).encode()))
     if len(str(longest).encode()) > SOCKET_PATH_MAX:
         raise RenderError(f"the socket path {longest} is {len(str(longest).encode())} bytes; unix sockets "
@@ -79,8 +79,14 @@ def plan_app(settings, layout: Layout, facts: HostFacts, base_dir: Path | None =
     plan = plan_workers(
         cores=facts.cores, memory_total_mb=facts.memory_total_mb, memory_available_mb=facts.memory_available_mb,
         model_mb=model_mb, shared=settings.model.shared, reserve_mb=settings.gunicorn.memory_reserve_mb,
-        worker_mb=settings.gunicorn.worker_memory_mb, explicit=None if workers == "auto" else workers)
+        worker_mb=settings.gunicorn.worker_memory_mb, threads=threads_of(settings),
+        thread_mb=settings.gunicorn.thread_memory_mb, measured=measured, explicit=None if workers == "auto" else workers)
     return App(settings, layout, plan)
+
+
+def threads_of(settings) -> int:
+    """A worker's threads: gunicorn turns sync workers with threads > 1 into gthread ones, so sync means one."""
+    return settings.gunicorn.threads if settings.gunicorn.worker_class == "gthread" else 1
 
 
 # ---- filters: values written safely into each tool's syntax -----------------------------------
@@ -161,8 +167,7 @@ def gunicorn_values(app: App) -> dict:
     s = app.settings
     return dict(
         app=app.layout.app, wsgi=s.app.wsgi, explanation=app.plan.explanation, workers=app.plan.workers,
-        # gunicorn turns sync workers with threads > 1 into gthread ones: sync means one thread.
-        worker_class=s.gunicorn.worker_class, threads=s.gunicorn.threads if s.gunicorn.worker_class == "gthread" else 1,
+        worker_class=s.gunicorn.worker_class, threads=threads_of(s),
         timeout=s.gunicorn.timeout,
         graceful_timeout=s.gunicorn.graceful_timeout, max_requests=s.gunicorn.max_requests,
         max_requests_jitter=s.gunicorn.max_requests_jitter, nginx_group=app.layout.nginx_group,

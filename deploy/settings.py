@@ -199,9 +199,13 @@ SETTINGS = [
             "Random extra requests per worker, so the workers are not all replaced at once.", integer(0)),
     Setting("gunicorn.memory_reserve_mb", 300,
             "Memory left for the OS, nginx, the process manager and gunicorn's master.", integer(0)),
-    Setting("gunicorn.worker_memory_mb", 80,
-            "Memory one worker costs beyond the shared model (measured: about 16 MB idle, more under load).",
+    Setting("gunicorn.worker_memory_mb", 64,
+            "Memory one worker is estimated to cost beyond the shared model and its threads, until the workers of "
+            "a live release have been measured (then the next release is sized by the measurement).",
             integer(1)),
+    Setting("gunicorn.thread_memory_mb", 4,
+            "Memory each thread of a worker adds (a request's body and answer in flight): counted in the estimate, "
+            "and when threads change after a measurement.", integer(0)),
     Setting("nginx.server_names", ("localhost", "127.0.0.1"),
             "Host names this site answers; other names are dropped by the catch-all server.", list_of(HOST, 1)),
     Setting("nginx.address", "", 'The address nginx listens on, on a host ("" for every address); for example '

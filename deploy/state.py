@@ -6,12 +6,13 @@ rollback goes to, which releases prune keeps) are pure functions.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from deploy import commands
 from deploy.context import Context, now
 from deploy.layout import COLORS
 from deploy.settings import KIT_DIR
+from deploy.workers import Measured, measured, parse_memory
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Release:
     explanation: str
     created: str
     kit_dir: str = ""  # where its kit entries are (.modelhost); "" for a release made before they had a place
-
+    threads: int = 0  # threads per worker; 0 for a release made before they were recorded
 
     @classmethod
     def parse(cls, text: str) -> Release:
@@ -76,6 +77,36 @@ def record(ctx: Context, action: str, release: str, color: str | None, result: s
     line = json.dumps({"time": now(), "user": ctx.who(),
                        "action": action, "release": release, "color": color, "result": result})
     ctx.run(commands.append_line(ctx.layout.history, line))
+
+
+def measured_memory(ctx: Context) -> Measured | None:
+    """The live release's workers as measured so far (layout.memory), None before a reading."""
+    text = ctx.target.read(ctx.layout.memory)
+    try:
+        return Measured(**json.loads(text)) if text else None
+    except (ValueError, TypeError):  # a file from another version: measured again
+        return None
+
+
+def measure(ctx: Context, color: str, release: Release, earlier: Measured | None) -> Measured | None:
+    """A reading of the color's gunicorn merged into earlier (None when it does not run)."""
+    program = ctx.programs.status(color)
+    if not program.pid or not release.threads:
+        return None
+    rows = parse_memory(ctx.run(commands.memory_of(program.pid), check=False).stdout)
+    return measured(rows, release.id, release.threads, now(), earlier)
+
+
+def record_memory(ctx: Context) -> Measured | None:
+    """Measure the live release's workers and keep the largest reading on the target; the reading."""
+    pointers, release = live(ctx)
+    if release is None:
+        return None
+    earlier = measured_memory(ctx)
+    reading = measure(ctx, pointers.live, release, earlier)
+    if reading and reading != earlier:
+        ctx.target.write(ctx.layout.memory, json.dumps(asdict(reading)) + "\n")
+    return reading or earlier
 
 
 def went_live(history: list[dict]) -> set[str]:

@@ -26,7 +26,7 @@ from deploy import certificate as certificates, commands, context, deployment, d
 from deploy import expose as exposing
 from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
-from deploy.facts import FactsError, gather, parse_facts
+from deploy.facts import FactsError, gather, health_lines, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.provision import provision as provision_host
 from deploy.render import README_TITLE, RenderError, plan_app, relay_settings, render as render_files
@@ -305,7 +305,8 @@ def rollback(c, settings=None, to=None, break_lock=False):
 @task(help={"settings": SETTINGS_HELP})
 @task_errors
 def status(c, settings=None):
-    """Show what runs: supervisord, both gunicorn programs, the live release, readiness, nginx."""
+    """Show what runs (supervisord, both gunicorn programs, the live release, readiness, nginx) and how the
+    machine is doing (memory, and what a board reports: power, temperature, storage, swap)."""
     d = target_context(c, settings)
     s = deployment.status(d)
     width = max(len(p.name) for p in s.programs) + 2
@@ -322,12 +323,17 @@ def status(c, settings=None):
         print(f"  {'release':<{width}}{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
               f"{s.release.workers} workers ({s.release.explanation})")
     print(f"  {'ready':<{width}}{s.ready + f'  (GET {s.health})' if s.ready else 'no live program'}")
+    if s.memory:
+        print(f"  {'memory':<{width}}{s.memory}")
     print(f"  {'nginx':<{width}}{'pid ' + str(s.nginx) if s.nginx else 'not running'}"
           + (f"; {s.health} through nginx: {s.through_nginx}" if s.nginx else ""))
     if s.certificate:
         print(f"  {'certificate':<{width}}{s.certificate}")
     if s.tunnel:
         print(f"  {'tunnel':<{width}}{s.tunnel}")
+    print(f"  {'host':<{width}}{d.facts.describe()}")
+    for label, text in health_lines(d.facts.health):
+        print(f"  {label:<{width}}{text}")
 
 
 @task(help={"settings": SETTINGS_HELP})

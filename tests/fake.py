@@ -105,11 +105,11 @@ class FakeTarget:
             return ok
         if "/usr/sbin/nginx" in argv:
             return self.nginx_command(argv)
+        if name == "sh" and "### nproc" in argv[2]:  # the host facts
+            return Result(FACTS.read_text(), "", 0)
         if name == "sh" and "readlink" in argv[2]:
             root = Path(argv[4])
             return Result("".join(f"{n}={self.links.get(root / n, '')}\n" for n in argv[5:]), "", 0)
-        if name == "sh" and "### nproc" in argv[2]:  # the host facts
-            return Result(FACTS.read_text(), "", 0)
         if name == "sh" and "command -v nginx" in argv[2]:
             return Result("/usr/sbin/nginx\n", "", 0)
         if name == "ln":

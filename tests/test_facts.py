@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.facts import FACTS_COMMAND, FactsError, HostFacts, parse_facts
+from deploy.facts import FACTS_COMMAND, FactsError, Health, HostFacts, Swap, health_lines, parse_facts
 
 DATA = Path(__file__).parent / "data" / "facts"
 SECTION_NAMES = ["nproc", "online", "cpu.max", "meminfo", "memory.max", "uname", "os-release",
-                 "init", "nginx", "python3", "board"]
+                 "init", "nginx", "python3", "board", "throttled", "thermal", "root", "swaps"]
 
 CAPTURED = {
     "debian-12-amd64.txt": HostFacts(
@@ -24,19 +24,26 @@ CAPTURED = {
     "ubuntu-24.04-amd64.txt": HostFacts(
         cores=2, cpus_online=2, memory_total_mb=1967, memory_available_mb=1550,
         architecture="x86_64", os_id="ubuntu", os_version="24.04", os_name="Ubuntu 24.04.1 LTS",
-        init="systemd", nginx_version=(1, 24, 0), python_version=(3, 12, 3), board=None),
+        init="systemd", nginx_version=(1, 24, 0), python_version=(3, 12, 3), board=None,
+        health=Health(root_device="vda1", root_kind="virtual disk", root_size_mb=49433, root_free_mb=39772, swap=())),
     "raspios-bookworm-arm64.txt": HostFacts(
         cores=4, cpus_online=4, memory_total_mb=3791, memory_available_mb=3272,
         architecture="aarch64", os_id="debian", os_version="12",
         os_name="Debian GNU/Linux 12 (bookworm)", init="systemd",
         nginx_version=(1, 22, 1), python_version=(3, 11, 2),
-        board="Raspberry Pi 4 Model B Rev 1.4"),
+        board="Raspberry Pi 4 Model B Rev 1.4",
+        health=Health(throttled=0, temperature_c=48.686, thermal_zone="cpu-thermal", root_device="mmcblk0p2",
+                      root_kind="SD card", root_size_mb=29646, root_free_mb=24335,
+                      swap=(Swap("/var/swap", "file", 99, 0),))),
     "raspios-bookworm-armhf.txt": HostFacts(
         cores=4, cpus_online=4, memory_total_mb=923, memory_available_mb=685,
         architecture="armv7l", os_id="raspbian", os_version="12",
         os_name="Raspbian GNU/Linux 12 (bookworm)", init="systemd",
         nginx_version=None, python_version=(3, 11, 2),
-        board="Raspberry Pi 3 Model B Plus Rev 1.3"),
+        board="Raspberry Pi 3 Model B Plus Rev 1.3",
+        health=Health(throttled=0x50005, temperature_c=61.224, thermal_zone="cpu-thermal", root_device="sda2",
+                      root_kind="USB drive", root_size_mb=59819, root_free_mb=53376,
+                      swap=(Swap("/var/swap", "file", 99, 50),))),
 }
 
 # A small made-up host: 4 cpus, MemTotal 4000 MiB, MemAvailable 3000 MiB.
@@ -96,6 +103,69 @@ def test_captured_output_parses_to_its_host(name, expected):
 ])
 def test_describe_is_one_line_for_humans(name, line):
     assert CAPTURED[name].describe() == line
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("raspios-bookworm-arm64.txt", [
+        ("power", "no under-voltage or throttling since boot (get_throttled 0x0)"),
+        ("temperature", "48.7 °C (cpu-thermal)"),
+        ("storage", "/ on SD card mmcblk0p2: 23.8 GiB free of 29.0 GiB"),
+        ("swap", "/var/swap (file) 99 MiB, 0 MiB used")]),
+    ("raspios-bookworm-armhf.txt", [
+        ("power", "now: under-voltage, throttled; since boot: under-voltage, throttled (get_throttled 0x50005); "
+                  "under-voltage slows the board and corrupts SD cards: use the board's own power supply "
+                  "(5 V 3 A for a Pi 4, 5 A for a Pi 5) and a short cable; too hot: give it a heatsink or a fan, "
+                  "or more air"),
+        ("temperature", "61.2 °C (cpu-thermal)"),
+        ("storage", "/ on USB drive sda2: 52.1 GiB free of 58.4 GiB"),
+        ("swap", "/var/swap (file) 99 MiB, 50 MiB used")]),
+    # A VPS reports no board, no temperature; the older capture of this machine has none of it.
+    ("ubuntu-24.04-amd64.txt", [("storage", "/ on virtual disk vda1: 38.8 GiB free of 48.3 GiB"), ("swap", "none")]),
+    ("debian-12-amd64.txt", []),
+])
+def test_status_shows_what_the_board_reports_about_its_health_and_nothing_else(name, lines):
+    assert health_lines(parse_facts((DATA / name).read_text()).health) == lines
+
+
+@pytest.mark.parametrize("text, bits, says", [
+    ("throttled=0x0", 0, "no under-voltage or throttling since boot"),
+    ("0", 0, "no under-voltage or throttling since boot"),
+    ("throttled=0x10000", 0x10000, "since boot: under-voltage (get_throttled 0x10000); under-voltage slows"),
+    ("80008", 0x80008, "now: soft temperature limit; since boot: soft temperature limit (get_throttled 0x80008); "
+                       "too hot"),
+    ("throttled=0x20002", 0x20002, "now: ARM frequency capped; since boot: ARM frequency capped"),
+    ("throttled=0x100000", 0x100000, "no under-voltage or throttling since boot (get_throttled 0x100000)"),
+])
+def test_the_firmwares_throttling_bits_are_read_from_vcgencmd_or_sysfs_and_said_in_words(text, bits, says):
+    health = parse_facts(output({"throttled": text})).health
+    assert health.throttled == bits and says in health_lines(health)[0][1]
+
+
+def test_unreadable_throttling_bits_say_what_was_expected():
+    with pytest.raises(FactsError, match="section 'throttled': expected 'throttled=0x50005'"):
+        parse_facts(output({"throttled": "VCHI initialization failed"}))
+
+
+@pytest.mark.parametrize("root, kind", [
+    ("device /sys/devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0/mmcblk0p2\ntype MMC",
+     "eMMC"),  # a Compute Module's eMMC is an mmcblk too
+    ("device /sys/devices/platform/axi/1000110000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0/nvme/nvme0/nvme0n1/"
+     "nvme0n1p2\ntype ", "NVMe SSD"),
+    ("device /sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda1\ntype ",
+     "SATA/SCSI disk"),
+    ("device /sys/devices/virtual/block/dm-0\ntype ", ""),
+])
+def test_the_root_device_is_named_as_people_know_it(root, kind):
+    health = parse_facts(output({"root": root + "\n/dev/x 1048576 0 524288 0% /"})).health
+    assert (health.root_kind, health.root_size_mb, health.root_free_mb) == (kind, 1024, 512)
+
+
+def test_zram_swap_is_named_zram_and_the_soc_zone_is_preferred_for_the_temperature():
+    health = parse_facts(output({
+        "swaps": "Filename Type Size Used Priority\n/dev/zram0 partition 2097148 1024 100",
+        "thermal": "acpitz 27800\nx86_pkg_temp 51000"})).health
+    assert health.swap == (Swap("/dev/zram0", "zram", 2047, 1),)
+    assert (health.temperature_c, health.thermal_zone) == (51.0, "x86_pkg_temp")
 
 
 @pytest.mark.parametrize("changes, cores, online, line", [
@@ -302,18 +372,28 @@ def test_command_reads_device_tree_and_cgroup_files_as_the_kernel_writes_them(tm
     """This machine has no device tree or cgroup v2 limits: point the command at files like them."""
     files = {
         "/proc/device-tree/model": b"Raspberry Pi 4 Model B Rev 1.4\x00",  # NUL-terminated
+        "/sys/devices/platform/soc/soc:firmware/get_throttled": b"50000\n",  # hex, no 0x
+        "/sys/class/thermal/thermal_zone*": None,  # a directory with type and temp
         "/sys/fs/cgroup/cpu.max": b"150000 100000\n",
         "/sys/fs/cgroup/memory.max": b"536870912\n",
     }
     command = FACTS_COMMAND
     for path, content in files.items():
         fake = tmp_path / Path(path).name
-        fake.write_bytes(content)
+        if content is None:
+            fake = tmp_path / "thermal_zone0"
+            fake.mkdir()
+            (fake / "type").write_text("cpu-thermal\n")
+            (fake / "temp").write_text("47236\n")
+            fake = tmp_path / "thermal_zone*"
+        else:
+            fake.write_bytes(content)
         assert path in command
         command = command.replace(path, str(fake))
     result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, check=True)
     facts = parse_facts(result.stdout.decode())
     assert facts.board == "Raspberry Pi 4 Model B Rev 1.4"
+    assert (facts.health.throttled, facts.health.temperature_c) == (0x50000, 47.236)
     assert facts.cores == min(2, len(os.sched_getaffinity(0)))
     assert facts.memory_total_mb == min(512, meminfo_kb("MemTotal") // 1024)
 

@@ -174,3 +174,15 @@ def session(leader: int) -> list[str]:
 def signal_session(leader: int, signal: str) -> list[str]:
     return ["pkill", f"-{signal}", "-s", str(leader)]
 
+
+
+# A gunicorn master's and its workers' memory, one line each (the master first): pid, Rss and
+# private memory (Private_Clean + Private_Dirty), in KiB, from smaps_rollup (Linux 4.14+).
+MEMORY_OF = """for pid in "$1" $(pgrep -P "$1"); do
+  awk -v pid="$pid" '/^Rss:/ {r = $2} /^Private_(Clean|Dirty):/ {u += $2} END {if (r) print pid, r, u}' \\
+    "/proc/$pid/smaps_rollup" 2>/dev/null
+done"""
+
+
+def memory_of(master: int) -> list[str]:
+    return ["sh", "-c", MEMORY_OF, "sh", str(master)]

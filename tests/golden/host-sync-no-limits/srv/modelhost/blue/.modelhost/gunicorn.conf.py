@@ -12,8 +12,9 @@ import tempfile
 import gunicorn.util
 
 # Workers: 3 workers set in deploy.toml ([gunicorn] workers); more than memory allows: expect
-#   swapping or the OOM killer. The rule would say: 2n+1 = 9 (4 cores); memory allows 1
-#   ((685 MB available - 300 MB reserve) / (80 MB + 120 MB model) per worker)
+#   swapping or the OOM killer. The rule would say: 2n+1 = 9 (4 cores); memory allows 2
+#   ((685 MB available - 300 MB reserve) / (68 MB (64 MB + 1 threads x 4 MB, estimated) +
+#   120 MB model) per worker)
 workers = 3
 # gthread waits on idle keep-alive connections without tying up a worker; sync workers rely on
 # nginx buffering every request and answer.

@@ -12,8 +12,8 @@ import tempfile
 import gunicorn.util
 
 # Workers: 2n+1 = 9 (4 cores); memory allows 35 ((3272 MB available - 300 MB reserve - 120 MB
-#   model, counted once) / 80 MB per worker) -> 9 workers (cores are the limit): 4 GB host,
-#   120 MB model shared
+#   model, counted once) / 80 MB per worker (64 MB + 4 threads x 4 MB, estimated)) -> 9
+#   workers (cores are the limit): 4 GB host, 120 MB model shared
 workers = 9
 # gthread waits on idle keep-alive connections without tying up a worker; sync workers rely on
 # nginx buffering every request and answer.

@@ -12,8 +12,8 @@ import tempfile
 import gunicorn.util
 
 # Workers: 2n+1 = 5 (2 cores); memory allows 14 ((1550 MB available - 300 MB reserve - 120 MB
-#   model, counted once) / 80 MB per worker) -> 5 workers (cores are the limit): 2 GB host,
-#   120 MB model shared
+#   model, counted once) / 80 MB per worker (64 MB + 4 threads x 4 MB, estimated)) -> 5
+#   workers (cores are the limit): 2 GB host, 120 MB model shared
 workers = 5
 # gthread waits on idle keep-alive connections without tying up a worker; sync workers rely on
 # nginx buffering every request and answer.
