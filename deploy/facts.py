@@ -37,7 +37,8 @@ _SECTIONS = {
     # The root filesystem's block device (through its major:minor: /proc/mounts may say /dev/root),
     # an SD card's or eMMC's type, and its size and free space in KiB.
     "root": ("dev=$(awk '$5 == \"/\" {d = $3} END {print d}' /proc/self/mountinfo); "
-             'echo "device $(readlink -e "/sys/dev/block/$dev")"; echo "type $(cat "/sys/dev/block/$dev/../device/type")"; '
+             'echo "device $(readlink -e "/sys/dev/block/$dev")"; '
+             'echo "type $(cat "/sys/dev/block/$dev/../device/type")"; '
              "df -Pk / | tail -n 1"),
     "swaps": "cat /proc/swaps",  # swap partitions, files and zram devices
 }
@@ -347,7 +348,8 @@ def _swaps(sections: dict[str, str]) -> tuple[Swap, ...] | None:
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
-            swaps.append(Swap(fields[0], "zram" if "/zram" in fields[0] else fields[1], int(fields[2]) // 1024, int(fields[3]) // 1024))
+            kind = "zram" if "/zram" in fields[0] else fields[1]
+            swaps.append(Swap(fields[0], kind, int(fields[2]) // 1024, int(fields[3]) // 1024))
     return tuple(swaps)
 
 

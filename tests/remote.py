@@ -73,8 +73,13 @@ def steps(out: str) -> dict[str, str]:
     return dict(STEPS.findall(out))
 
 
+def label(host: hosts.TestHost) -> str:
+    """The host's flavor, and its architecture when it is not amd64: "systemd", "systemd-arm64"."""
+    return host.flavor + ("" if host.arch == "amd64" else f"-{host.arch}")
+
+
 def timed(what: str, site: Site, *args: str) -> str:
     began = time.monotonic()
     out = ok(site.fab(*args))
-    print(f"{site.host.flavor}{'' if site.host.arch == 'amd64' else '-' + site.host.arch}: {what} {time.monotonic() - began:.1f} s")
+    print(f"{label(site.host)}: {what} {time.monotonic() - began:.1f} s")
     return out

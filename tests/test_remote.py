@@ -21,9 +21,8 @@ import time
 import pytest
 
 from tests import hosts
-from tests.remote import APP, KITS_TOOLS, Site, make_site, ssh_config, steps, timed
-from tests.servers import (FAB, MIN_REQUESTS, ROOT, commit_change, drill, eventually, fab, git, ok, request,
-                           steady_load)
+from tests.remote import APP, KITS_TOOLS, Site, label, make_site, ssh_config, steps, timed
+from tests.servers import FAB, MIN_REQUESTS, ROOT, commit_change, drill, eventually, fab, git, ok, request, steady_load
 
 MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}"), pytest.mark.slow]
@@ -138,7 +137,7 @@ def test_a_code_change_deploys_without_pip_and_without_a_failed_request(site):
                   'return jsonify({"status": "ok", "build": "two"})', "livez says which build")
     with steady_load(80, address=site.host.address, host=site.host.address) as counts:
         out = timed("code-only deploy", site, "deploy")
-    print(f"{site.host.flavor}: requests during the code-only deploy: {dict(counts)}")
+    print(f"{label(site.host)}: requests during the code-only deploy: {dict(counts)}")
     assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert steps(out)["python"] == "unchanged" and steps(out)["model"] == "unchanged", out
     assert "live on green" in out and "on blue stopped" in out

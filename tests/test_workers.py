@@ -1,7 +1,6 @@
 """The worker rule: 2n+1, capped by memory, never below 1; an explicit number wins."""
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
@@ -56,7 +55,8 @@ def test_the_explanation_says_what_limited_the_count_in_words():
                         reserve_mb=300, worker_mb=64, threads=4, thread_mb=4)
     assert plan.explanation == (
         "2n+1 = 9 (4 cores); memory allows 3 ((700 MB available - 300 MB reserve - 120 MB model, counted once) "
-        "/ 80 MB per worker (64 MB + 4 threads x 4 MB, estimated)) -> 3 workers (memory is the limit): 1 GB host, 120 MB model shared")
+        "/ 80 MB per worker (64 MB + 4 threads x 4 MB, estimated)) -> 3 workers (memory is the limit): 1 GB host, "
+        "120 MB model shared")
     unshared = plan_workers(cores=1, memory_total_mb=7800, memory_available_mb=7500, model_mb=120, shared=False,
                             reserve_mb=300, worker_mb=64, threads=4, thread_mb=4)
     assert unshared.explanation == (
