@@ -25,12 +25,13 @@ from deploy.cutover import activate, ask, health, release_app, said, served, ver
 from deploy.layout import COLORS
 from deploy.lock import locked
 from deploy.parts import (app_command, ensure_directories, ensure_model, ensure_prerequisites, ensure_release,
-                          ensure_release_command, ensure_secrets, ensure_start_at_boot, ensure_venv, prune)
+                          ensure_release_command, ensure_secrets, ensure_start_at_boot, prune)
 from deploy.programs import Program
 from deploy.render import App, plan_app, render
 from deploy.source import Model, Source
 from deploy.state import Release
 from deploy.target import CommandFailed
+from deploy.venv import ensure_venv
 
 
 def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> Release:

@@ -41,6 +41,8 @@ _SECTIONS = {
              'echo "type $(cat "/sys/dev/block/$dev/../device/type")"; '
              "df -Pk / | tail -n 1"),
     "swaps": "cat /proc/swaps",  # swap partitions, files and zram devices
+    # What pip needs to build a package with C code that has no wheel for this machine.
+    "build": "command -v cc; ls /usr/include/python3*/Python.h",
 }
 
 # Each section runs with stderr discarded and `|| true`, so a missing file or command leaves it
@@ -101,6 +103,13 @@ class HostFacts:
     python_version: tuple[int, ...] | None
     board: str | None  # device-tree model, e.g. "Raspberry Pi 4 Model B Rev 1.4"
     health: Health = Health()
+    can_build: bool = False  # a C compiler and Python's headers: pip can build C extensions here
+
+    @property
+    def wheels_sparse(self) -> bool:
+        """Whether PyPI often has no wheels for this machine: it has them for x86_64 and aarch64, but many
+        projects publish none for 32-bit ARM (armv7l, armv6l) and other machines."""
+        return self.architecture not in ("x86_64", "aarch64")
 
     @property
     def systemd(self) -> bool:
@@ -192,6 +201,7 @@ def parse_facts(output: str) -> HostFacts:
         board=sections.get("board") or None,
         health=Health(throttled=_throttled_bits(sections), **_thermal(sections), **_root(sections),
                       swap=_swaps(sections)),
+        can_build=len([line for line in sections.get("build", "").splitlines() if line.startswith("/")]) == 2,
     )
 
 

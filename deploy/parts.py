@@ -27,7 +27,6 @@ from deploy.render import App, process_environment, render_gunicorn_conf, thread
 from deploy.settings import KIT_DIR
 from deploy.source import Model, Source, digest
 from deploy.state import Release
-from deploy.target import CommandFailed
 
 
 def ensure_prerequisites(ctx: Context) -> None:
@@ -188,37 +187,6 @@ def ensure_model(ctx: Context, model: Model | None, scratch: Path) -> str:
         unpack(ctx, tar, stored)
         step.changed = True
     return model.key
-
-
-def ensure_venv(ctx: Context, source: Source) -> str:
-    """A Python environment for the app's dependencies; reused while they (and Python) stay the same."""
-    requirements = source.requirements
-    key = digest(requirements.text, ctx.facts.python_version, ctx.facts.architecture)
-    venv = ctx.layout.venvs / key
-    done = venv / ".complete"
-    name = requirements.file.name
-    with ctx.step("python") as step:
-        step.detail = f"{venv} ({name} unchanged, pip skipped)"
-        if ctx.exists(done):
-            return key
-        # Made in its final place (a venv's scripts name their path), finished when .complete exists.
-        ctx.run(commands.remove(venv))
-        try:
-            ctx.run(commands.make_venv(ctx.python, venv))
-        except CommandFailed as exc:
-            raise DeployError(f"cannot make a Python environment on {ctx.target.name}: {exc}\n"
-                              "install python3-venv (apt-get install python3-venv) and deploy again") from None
-        ctx.target.write(venv / "requirements.txt", requirements.text)
-        try:
-            ctx.run(commands.pip_install(venv, venv / "requirements.txt"), timeout=1800)
-        except CommandFailed as exc:
-            raise DeployError(f"pip could not install the app's dependencies ({name}) on {ctx.target.name}: "
-                              f"{exc}\nfix {name} and deploy again") from None
-        ctx.run(commands.touch(done))
-        step.changed = True
-        added = f", and {', '.join(requirements.added)}" if requirements.added else ""
-        step.detail = f"{venv} (installed {name}{added})"
-    return key
 
 
 def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Model | None, model_key: str,

@@ -52,25 +52,29 @@ def wanted(ctx: Context, names: list[str]) -> list[str]:
     return [name for name in names if name != "supervisor" or ctx.programs.package == "supervisor"]
 
 
-def install_missing(ctx: Context, packages: list[str]) -> list[str]:
+def install_missing(ctx: Context, packages: list[str], recommends: bool = True) -> list[str]:
     """The packages of the list that are not installed, installed with apt (its lists updated first,
     only then); returns them."""
-    missing = ctx.run(commands.missing_packages(packages)).stdout.split()
+    missing = ctx.run(commands.missing_packages(packages)).stdout.split() if packages else []
     if missing:
         try:
             ctx.run(commands.apt_get("update"), timeout=900)
-            ctx.run(commands.apt_get("install", *missing), timeout=1800)
+            ctx.run(commands.apt_get("install", *([] if recommends else ["--no-install-recommends"]), *missing),
+                    timeout=1800)
         except CommandFailed as exc:
             raise DeployError(f"apt-get could not install {', '.join(missing)} on {ctx.target.name}: {exc}") from None
     return missing
 
 
 def ensure_packages(ctx: Context) -> None:
-    packages = wanted(ctx, PACKAGES)
+    packages, python = wanted(ctx, PACKAGES), list(ctx.settings.python.system_packages)
     with ctx.step("packages") as step:
-        missing = install_missing(ctx, packages)
+        # Debian's builds of the app's libraries ([python] system_packages) come without what they only
+        # recommend: on an SD card that is hundreds of MB of compilers and docs for nothing.
+        missing = install_missing(ctx, packages) + install_missing(ctx, python, recommends=False)
         step.changed = bool(missing)
-        step.detail = f"installed {', '.join(missing)} with apt" if missing else ", ".join(packages) + " installed"
+        step.detail = (f"installed {', '.join(missing)} with apt" if missing else
+                       ", ".join(packages + python) + " installed")
 
 
 def ensure_user(ctx: Context) -> None:

@@ -289,3 +289,84 @@ def is_pinned(specifiers: str) -> bool:
 def normalise(name: str) -> str:
     """A project name as PEP 503 compares it ("Flask_Login" -> "flask-login")."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ---- what the target's pip installs: Debian's packages, extra indexes, missing wheels ------------
+
+# Debian's names for Python projects whose package is not python3-<project>.
+DEBIAN_NAMES = {"scikit-learn": "python3-sklearn", "pyyaml": "python3-yaml", "pillow": "python3-pil",
+                "beautifulsoup4": "python3-bs4", "opencv-python": "python3-opencv",
+                "opencv-python-headless": "python3-opencv", "msgpack-python": "python3-msgpack"}
+NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
+
+
+def debian_package(project: str) -> str:
+    """The Debian package that is likely to hold a Python project ("numpy" -> "python3-numpy")."""
+    name = normalise(project)
+    return DEBIAN_NAMES.get(name, f"python3-{name}")
+
+
+def parse_python_projects(output: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """`commands.python_projects` output: {project: (version, package)} and the packages not installed."""
+    provided, missing = {}, []
+    for line in output.splitlines():
+        package, _, found = line.strip().partition(" ")
+        if found == "-":
+            missing.append(package)
+        elif found:  # numpy-1.24.2, PyYAML-6.0, gensim-4.3.0-py3.11
+            name, _, version = found.partition("-")
+            provided[normalise(name)] = (re.sub(r"-py\d[\d.]*$", "", version), package)
+    return provided, missing
+
+
+def requirement_name(line: str) -> str:
+    """The normalised project name a requirement line asks for ("" for an option or a URL line)."""
+    match = REQUIREMENT.match(line.strip())
+    return normalise(match.group(1)) if match and not line.lstrip().startswith(("-", "#")) else ""
+
+
+def leave_out(text: str, names) -> tuple[str, list[str]]:
+    """The requirements without the lines asking for these projects, and those lines."""
+    kept, left = [], []
+    for line in text.splitlines():
+        (left if requirement_name(line) in names else kept).append(line)
+    return "\n".join(kept) + "\n", left
+
+
+def with_indexes(text: str, urls) -> str:
+    """The requirements with pip's --extra-index-url lines for these indexes first."""
+    return "".join(f"--extra-index-url {url}\n" for url in urls) + text
+
+
+def options_of(text: str) -> str:
+    """The option lines (indexes, --find-links, ...) of requirements, for a file of one requirement."""
+    return "".join(line + "\n" for line in text.splitlines() if line.lstrip().startswith("-"))
+
+
+def no_wheels_message(target: str, machine: str, requirements: list[str], file_name: str) -> str:
+    """Why the deploy stopped before pip: no wheel for this machine and no way to build one; the choices."""
+    names = [requirement_name(r) or r for r in requirements]
+    packages = ", ".join(f'"{debian_package(name)}"' for name in names)
+    return (f"{target} ({machine}) cannot install {', '.join(requirements)} from {file_name}: the package indexes "
+            f"pip uses have no wheel of {'it' if len(names) == 1 else 'them'} for {machine} (PyPI has wheels for "
+            "other machines only: they contain C code), and the host has no C compiler and Python headers to "
+            "build them. Nothing was installed. Choose one, then deploy again:\n"
+            "  - piwheels, with wheels for Raspberry Pis: Raspberry Pi OS names it in /etc/pip.conf already; "
+            'elsewhere set [python] extra_index_urls = ["https://www.piwheels.org/simple"] in deploy.toml;\n'
+            f"  - Debian's own builds: set [python] system_packages = [{packages}] in deploy.toml (fab provision "
+            "installs them; the app then runs with Debian's versions, which may be older than its pins);\n"
+            "  - a compiler on the host: apt-get install build-essential python3-dev, and the libraries the "
+            "packages build against (building numpy or scipy on a Pi takes an hour or more).")
+
+
+def build_failure_hint(output: str) -> str:
+    """What to do when pip failed building a package from source; "" when that was not the failure."""
+    names = re.findall(r"(?:Failed building wheel for|Failed to build) ([\w.-]+(?: [\w.-]+)*)", output)
+    building = names or re.findall(r"Could not build wheels for ([\w.-]+(?:, [\w.-]+)*)", output)
+    if not building and "metadata-generation-failed" not in output and "subprocess-exited-with-error" not in output:
+        return ""
+    what = ", ".join(dict.fromkeys(" ".join(building).replace(",", " ").split())) or "a package"
+    return (f"pip had to build {what} from source and could not: there is no wheel for this machine on the "
+            "indexes pip uses. Use one with wheels for it ([python] extra_index_urls, e.g. piwheels on a "
+            "Raspberry Pi), Debian's packages ([python] system_packages), or install a compiler and the "
+            "headers the package needs (apt-get install build-essential python3-dev)")

@@ -173,6 +173,14 @@ SETTINGS = [
             'release ("" for none).', OPTIONAL_RELATIVE),
     Setting("app.shared_paths", (), "More directories of the release the app writes to, relative to it: kept in "
             "the data directory, the same for every release.", list_of(RELATIVE)),
+    Setting("python.extra_index_urls", (),
+            "More package indexes for pip on the target, beside the host's own pip configuration (Raspberry Pi OS's "
+            "/etc/pip.conf names piwheels).",
+            list_of(matching(r"https?://\S+", 'an index URL such as "https://www.piwheels.org/simple"'))),
+    Setting("python.system_packages", (),
+            "Debian packages the app's environment uses instead of pip's (for boards PyPI has no wheels for); pip "
+            "leaves out what they provide. fab provision installs them.",
+            list_of(matching(r"python3-[a-z0-9][a-z0-9.+-]*", 'a Debian package such as "python3-numpy"'))),
     Setting("model.path", "",
             'A model file or folder, relative to deploy.toml, stored on the target once per checksum ("" for '
             "none: a model in git ships with the code).", OPTIONAL_PATH),

@@ -52,6 +52,8 @@ class FakeTarget:
         command = ("probe " + argv[3]) if PROBE_SOURCE in argv else shlex.join(argv)
         self.commands.append(command)
         result = next((r for pattern, r in reversed(self.scripted) if re.search(pattern, command)), None)
+        if callable(result):
+            result = Result(*result(argv, command))
         result = result or self.answer_from_state([a for a in argv if a != "--"], command)
         if check and result.exited != 0:
             raise CommandFailed(command, result.exited, result.stdout + result.stderr)
@@ -78,6 +80,10 @@ class FakeTarget:
 
     def answer(self, pattern: str, stdout: str = "", exited: int = 0, stderr: str = "") -> None:
         self.scripted.append((pattern, Result(stdout, stderr, exited)))
+
+    def respond(self, pattern: str, answer) -> None:
+        """Script a command's answer as a function of it: answer(argv, command) -> (stdout, stderr, exited)."""
+        self.scripted.append((pattern, answer))
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds

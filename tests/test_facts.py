@@ -13,7 +13,7 @@ from deploy.facts import FACTS_COMMAND, FactsError, Health, HostFacts, Swap, hea
 
 DATA = Path(__file__).parent / "data" / "facts"
 SECTION_NAMES = ["nproc", "online", "cpu.max", "meminfo", "memory.max", "uname", "os-release",
-                 "init", "nginx", "python3", "board", "throttled", "thermal", "root", "swaps"]
+                 "init", "nginx", "python3", "board", "throttled", "thermal", "root", "swaps", "build"]
 
 CAPTURED = {
     "debian-12-amd64.txt": HostFacts(

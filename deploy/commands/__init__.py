@@ -24,7 +24,7 @@ from deploy.commands.git import archive, changed_files, git, stash_commit
 from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app, delete_user, kill_user,
                                   children, crontab, groups, has_command, logrotate_check, make_venv,
                                   memory_of, missing_for_deploy, missing_packages, now, passwd_entry, passwordless_sudo,
-                                  pip_install, process_state, python_has_venv, service, session, signal_session, user_id)
+                                  pip, pip_install, pip_wheels_only, process_state, python_projects, python_has_venv, service, session, signal_session, user_id)
 from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_signed, sites_of, supervised_nginx
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
 from deploy.commands.ssh import (ALIVE_COUNT, ALIVE_INTERVAL, TUNNEL_SOURCE, authorized_line, keygen, listening_ports,

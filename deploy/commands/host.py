@@ -96,13 +96,40 @@ def python_has_venv(python: str) -> list[str]:
     return [python, "-c", "import venv, ensurepip"]
 
 
-def make_venv(python: str, venv: Path) -> list[str]:
-    return [python, "-m", "venv", str(venv)]
+def make_venv(python: str, venv: Path, system_site_packages: bool = False) -> list[str]:
+    """A virtualenv; with system_site_packages it also sees the system's (Debian's python3-*) packages."""
+    return [python, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []), str(venv)]
+
+
+def pip(venv: Path, *args: str) -> list[str]:
+    """The venv's pip, quiet, with the host's own pip configuration (/etc/pip.conf) in force."""
+    return [str(venv / "bin" / "python"), "-m", "pip", *args[:1], "--quiet", "--disable-pip-version-check", *args[1:]]
 
 
 def pip_install(venv: Path, requirements: Path) -> list[str]:
-    return [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-            str(requirements)]
+    return pip(venv, "install", "-r", str(requirements))
+
+
+def pip_wheels_only(venv: Path, requirements: Path, platform: str = "", python_version: str = "") -> list[str]:
+    """Resolves each requirement to a wheel without installing anything; fails naming the first that has
+    none ("No matching distribution found for X"). With platform: wheels for that machine instead."""
+    # pip takes another machine's options only for a --target install (a dry run writes nothing there).
+    other = ["--platform", platform, "--python-version", python_version, "--target", str(venv / "other-machine")] \
+        if platform else []
+    return pip(venv, "install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:", *other,
+               "-r", str(requirements))
+
+
+# The Python projects Debian packages provide ("<package> <dist-info or egg-info name>" per line,
+# "<package> -" for one that is not installed), from the files each installed.
+PYTHON_PROJECTS = r"""for p; do
+  files=$(dpkg-query -L "$p" 2>/dev/null) || { echo "$p -"; continue; }
+  echo "$files" | sed -n "s#^/usr/lib/python3/dist-packages/\([^/]*\)\.\(dist\|egg\)-info\$#$p \1#p"
+done"""
+
+
+def python_projects(packages: list[str]) -> list[str]:
+    return ["sh", "-c", PYTHON_PROJECTS, "sh", *packages]
 
 
 # Loads NAME=value lines of the secrets file into the environment (as gunicorn.conf.py does: a
