@@ -51,7 +51,6 @@ def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> 
         release = ensure_release(ctx, source, app, venv, model, model_key, secrets_digest, scratch)
         ensure_release_command(ctx, release, app)
         go_live(ctx, "deploy", release, app)
-        state.record_memory(ctx)  # a first reading of the new release
         prune(ctx)
     return release
 

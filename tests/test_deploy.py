@@ -87,10 +87,13 @@ def test_status_shows_the_live_processes(site):
     pid = int(live.split("pid ")[1].split(",")[0])
     assert Path(f"/proc/{pid}").exists() and len(children(pid)) == 2  # the master and its 2 workers
     assert "STOPPED" in lines["modelhost-green"]
-    assert "2 workers" in lines["release"]
+    assert "2 workers" in lines["release"] and "MB + 4 threads x 4 MB, estimated" in lines["release"]
     assert lines["ready"].split()[1] == "200" and "/readyz through nginx: 200" in lines["nginx"]
     supervisord = int(lines["supervisord"].split("pid ")[1])
     assert Path(f"/proc/{supervisord}").exists()
+    # What the live workers use, read now and after the deploy; the machine's own facts.
+    assert re.search(r"memory +a worker up to \d+ MB of its own with 4 threads, the master \d+ MB", lines["memory"])
+    assert "cores" in lines["host"] and "RAM" in lines["host"]
 
 
 def test_logs_show_the_live_programs_log_and_nginxs(site):
@@ -116,6 +119,9 @@ def test_a_code_change_goes_live_without_a_failed_request(site):
     print(f"redeploy under load: {dict(counts)}")
     assert sum(counts.values()) >= MIN_REQUESTS and set(counts) == {200}, counts
     assert livez(port) == {"status": "ok", "build": "two"}
+    # The new release was sized by what the first one's workers were measured to use.
+    lines = {line.split()[0]: line for line in ok(fab("status", "--settings", str(repo / "deploy.toml"))).splitlines()}
+    assert re.search(r"/ \d+ MB per worker \(\d+ MB measured\)", lines["release"]), lines["release"]
 
 
 def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(site):

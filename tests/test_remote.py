@@ -166,17 +166,19 @@ def test_status_logs_and_diff_describe_the_host(site):
 
     out = ok(site.fab("logs", "--lines", "100"))
     assert out.startswith(f"==> /var/log/{APP}/blue.log <==") and "Booting worker" in out
+    assert "GET /" not in out  # requests are logged once, by nginx
     site.get("/livez?last")
     assert eventually(lambda: "GET /livez?last" in ok(site.fab("logs", "--what", "nginx", "--lines", "5")))
     out = ok(site.fab("logs", "--what", "nginx", "--lines", "5"))
     assert f"==> /var/log/{APP}/nginx-access.log <==" in out and "GET /livez?last" in out
+    # Following nginx's log: a request's line comes once nginx writes its buffer (5 s at most).
     follow = subprocess.Popen([str(FAB), "-S", str(site.config), "-H", f"root@{site.host.address}", "logs",
-                               "--follow", "--lines", "0", "--settings", str(site.repo / "deploy.toml")],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                               "--what", "nginx", "--follow", "--lines", "0", "--settings",
+                               str(site.repo / "deploy.toml")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     deadline = threading.Timer(60, follow.terminate)  # bounds the reads: its output ends then
     deadline.start()
     try:
-        assert follow.stdout.readline().startswith(f"==> /var/log/{APP}/blue.log <==")
+        assert follow.stdout.readline().startswith(f"==> /var/log/{APP}/nginx-")
         site.get("/livez?followed")
         while "/livez?followed" not in (line := follow.stdout.readline()):
             assert line, "fab logs --follow did not show the new line within 60 s"
