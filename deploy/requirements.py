@@ -359,13 +359,20 @@ def no_wheels_message(target: str, machine: str, requirements: list[str], file_n
             "packages build against (building numpy or scipy on a Pi takes an hour or more).")
 
 
+# How pip names the packages it failed to build from source, across its versions.
+BUILD_FAILURES = (re.compile(r"Failed building wheel for ([\w.-]+)"),  # each one
+                  re.compile(r"^Failed to build ([\w.-]+(?: [\w.-]+)*)$", re.M),  # pip 23: all of them
+                  re.compile(r"Could not build wheels for ([\w.-]+(?:, (?!which )[\w.-]+)*)"),
+                  re.compile(r"Failed to build installable wheels for some pyproject\.toml based projects \(([^)]*)\)"))
+
+
 def build_failure_hint(output: str) -> str:
     """What to do when pip failed building a package from source; "" when that was not the failure."""
-    names = re.findall(r"(?:Failed building wheel for|Failed to build) ([\w.-]+(?: [\w.-]+)*)", output)
-    building = names or re.findall(r"Could not build wheels for ([\w.-]+(?:, [\w.-]+)*)", output)
-    if not building and "metadata-generation-failed" not in output and "subprocess-exited-with-error" not in output:
+    names = [name for pattern in BUILD_FAILURES for found in pattern.findall(output)
+             for name in found.replace(",", " ").split()]
+    if not names and "metadata-generation-failed" not in output:
         return ""
-    what = ", ".join(dict.fromkeys(" ".join(building).replace(",", " ").split())) or "a package"
+    what = ", ".join(dict.fromkeys(names)) or "a package"
     return (f"pip had to build {what} from source and could not: there is no wheel for this machine on the "
             "indexes pip uses. Use one with wheels for it ([python] extra_index_urls, e.g. piwheels on a "
             "Raspberry Pi), Debian's packages ([python] system_packages), or install a compiler and the "

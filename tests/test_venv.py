@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from deploy.context import DeployError
-from deploy.requirements import Requirements, debian_package, leave_out, no_wheels_message, parse_python_projects
+from deploy.requirements import (Requirements, build_failure_hint, debian_package, leave_out, no_wheels_message,
+                                 parse_python_projects)
 from deploy.venv import ensure_venv
 from tests.fake import fake_context
 
@@ -95,10 +96,25 @@ def test_machines_with_wheels_or_a_compiler_go_straight_to_pip(machine, can_buil
     assert not target.ran("--dry-run") and target.ran(r"pip install --quiet --disable-pip-version-check -r")
 
 
+@pytest.mark.parametrize("output, names", [
+    ("  ERROR: Failed building wheel for numpy\nFailed to build numpy scipy\nERROR: Could not build wheels for numpy, "
+     "scipy, which is required to install pyproject.toml-based projects\n", "numpy, scipy"),  # pip 23
+    ("ERROR: Failed to build installable wheels for some pyproject.toml based projects (pyfoo)\n", "pyfoo"),  # pip 24
+    ("error: metadata-generation-failed\n", "a package"),  # a build that failed while pip read its metadata
+])
+def test_pips_build_failures_are_named_in_each_of_its_wordings(output, names):
+    assert build_failure_hint(output).startswith(f"pip had to build {names} from source and could not")
+
+
+def test_other_pip_failures_get_no_build_hint():
+    assert build_failure_hint("ERROR: No matching distribution found for flask==99\n") == ""
+
+
 def test_a_failed_build_inside_pip_says_what_to_do():
     ctx, target = on(machine="x86_64")
     target.answer(r"pip install --quiet --disable-pip-version-check -r", "", 1,
-                  "error: subprocess-exited-with-error\n  ERROR: Failed building wheel for pyfoo\nFailed to build pyfoo\n")
+                  "error: subprocess-exited-with-error\n  ERROR: Failed building wheel for pyfoo\n"
+                  "Failed to build pyfoo\n")
     with pytest.raises(DeployError, match=r"pip had to build pyfoo from source and could not: .*extra_index_urls"):
         ensure_venv(ctx, source())
 
