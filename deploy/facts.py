@@ -201,7 +201,7 @@ def parse_facts(output: str) -> HostFacts:
         board=sections.get("board") or None,
         health=Health(throttled=_throttled_bits(sections), **_thermal(sections), **_root(sections),
                       swap=_swaps(sections)),
-        can_build=len([line for line in sections.get("build", "").splitlines() if line.startswith("/")]) == 2,
+        can_build=_can_build(sections.get("build", "")),
     )
 
 
@@ -361,6 +361,12 @@ def _swaps(sections: dict[str, str]) -> tuple[Swap, ...] | None:
             kind = "zram" if "/zram" in fields[0] else fields[1]
             swaps.append(Swap(fields[0], kind, int(fields[2]) // 1024, int(fields[3]) // 1024))
     return tuple(swaps)
+
+
+def _can_build(text: str) -> bool:
+    """A C compiler's path and a Python.h among the lines."""
+    paths = [line.strip() for line in text.splitlines() if line.strip().startswith("/")]
+    return any(p.endswith("/Python.h") for p in paths) and any(not p.endswith("/Python.h") for p in paths)
 
 
 def _version(sections: dict[str, str], name: str, pattern: str,

@@ -26,6 +26,7 @@ def ensure_venv(ctx: Context, source: Source) -> str:
     """A Python environment for the app's dependencies; reused while they (and Python) stay the same."""
     requirements, python = source.requirements, ctx.settings.python
     system = list(python.system_packages)
+    # The [python] settings join the key only when set: environments made before they existed stay valid.
     key = digest(requirements.text, ctx.facts.python_version, ctx.facts.architecture,
                  *((list(python.extra_index_urls), system) if system or python.extra_index_urls else ()))
     venv = ctx.layout.venvs / key

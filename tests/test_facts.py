@@ -160,6 +160,17 @@ def test_the_root_device_is_named_as_people_know_it(root, kind):
     assert (health.root_kind, health.root_size_mb, health.root_free_mb) == (kind, 1024, 512)
 
 
+@pytest.mark.parametrize("build, can", [
+    ("/usr/bin/cc\n/usr/include/python3.11/Python.h", True),
+    ("/usr/bin/cc\n/usr/include/python3.11/Python.h\n/usr/include/python3.12/Python.h", True),
+    ("/usr/include/python3.11/Python.h", False),  # headers, no compiler
+    ("/usr/bin/cc", False),  # a compiler, no python3-dev
+    ("", False),
+])
+def test_a_host_can_build_c_extensions_with_a_compiler_and_pythons_headers(build, can):
+    assert parse_facts(output({"build": build})).can_build is can
+
+
 def test_zram_swap_is_named_zram_and_the_soc_zone_is_preferred_for_the_temperature():
     health = parse_facts(output({
         "swaps": "Filename Type Size Used Priority\n/dev/zram0 partition 2097148 1024 100",
