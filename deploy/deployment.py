@@ -136,11 +136,11 @@ def status(ctx: Context) -> Status:
                     leftovers=pm.leftovers()[1],
                     nginx=ctx.nginx.pid(), live=pointers.live, release=releases.get(pointers.live_release),
                     programs=programs, health=path)
-    if any(p.color == pointers.live and p.state == "RUNNING" for p in programs):
+    live = next((p for p in programs if p.color == pointers.live and p.state == "RUNNING"), None)
+    if live:
         answer = ask(ctx, [path], color=pointers.live)[0]
         result.ready = f"{answer['status']} {said(answer, 200)}"
-        reading = state.measure(ctx, pointers.live, result.release, state.measured_memory(ctx)) \
-            if result.release else None
+        reading = state.measure(ctx, live.pid, result.release, state.measured_memory(ctx)) if result.release else None
         result.memory = reading.describe() if reading else ""
     if result.nginx:
         answer = ask(ctx, [path])[0]

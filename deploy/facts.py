@@ -314,7 +314,7 @@ def _throttled_bits(sections: dict[str, str]) -> int | None:
 
 def _thermal(sections: dict[str, str]) -> dict:
     """The SoC's temperature: the first zone named for the CPU or SoC, else the first zone."""
-    zones = [(line.rsplit(" ", 1)[0], line.rsplit(" ", 1)[1]) for line in sections.get("thermal", "").splitlines()
+    zones = [tuple(line.strip().rsplit(" ", 1)) for line in sections.get("thermal", "").splitlines()
              if re.fullmatch(r"\S+ -?\d+", line.strip())]
     if not zones:
         return {}
@@ -325,21 +325,25 @@ def _thermal(sections: dict[str, str]) -> dict:
 def _root(sections: dict[str, str]) -> dict:
     """The root filesystem's device, what kind it is, and its size and free space."""
     found: dict = {}
+    path = card = ""
     for line in sections.get("root", "").splitlines():
         fields = line.split()
         if fields[:1] == ["device"] and len(fields) == 2:
-            name = fields[1].rsplit("/", 1)[-1]
-            found["root_device"] = name
-            found["root_kind"] = _device_kind(name, fields[1], sections["root"])
+            path = fields[1]
+        elif fields[:1] == ["type"] and len(fields) == 2:
+            card = fields[1]  # an SD card's or eMMC's own word for itself: SD, MMC
         elif len(fields) >= 6 and fields[-1] == "/" and fields[-5].isdigit() and fields[-3].isdigit():  # df -P
             found["root_size_mb"], found["root_free_mb"] = int(fields[-5]) // 1024, int(fields[-3]) // 1024
+    if path:
+        found["root_device"] = path.rsplit("/", 1)[-1]
+        found["root_kind"] = _device_kind(found["root_device"], path, card)
     return found
 
 
-def _device_kind(name: str, path: str, text: str) -> str:
+def _device_kind(name: str, path: str, card: str) -> str:
     """What a block device is, in the words people use: SD card, eMMC, NVMe SSD, USB drive."""
     if name.startswith("mmcblk"):
-        return "eMMC" if re.search(r"^type MMC$", text, re.M) else "SD card"
+        return "eMMC" if card == "MMC" else "SD card"
     if name.startswith("nvme"):
         return "NVMe SSD"
     if name.startswith("sd"):

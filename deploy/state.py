@@ -88,12 +88,11 @@ def measured_memory(ctx: Context) -> Measured | None:
         return None
 
 
-def measure(ctx: Context, color: str, release: Release, earlier: Measured | None) -> Measured | None:
-    """A reading of the color's gunicorn merged into earlier (None when it does not run)."""
-    program = ctx.programs.status(color)
-    if not program.pid or not release.threads:
+def measure(ctx: Context, master: int | None, release: Release, earlier: Measured | None) -> Measured | None:
+    """A reading of the release's gunicorn (its master's pid) merged into earlier (None when it does not run)."""
+    if not master or not release.threads:
         return None
-    rows = parse_memory(ctx.run(commands.memory_of(program.pid), check=False).stdout)
+    rows = parse_memory(ctx.run(commands.memory_of(master), check=False).stdout)
     return measured(rows, release.id, release.threads, now(), earlier)
 
 
@@ -103,7 +102,7 @@ def record_memory(ctx: Context) -> Measured | None:
     if release is None:
         return None
     earlier = measured_memory(ctx)
-    reading = measure(ctx, pointers.live, release, earlier)
+    reading = measure(ctx, ctx.programs.status(pointers.live).pid, release, earlier)
     if reading and reading != earlier:
         ctx.target.write(ctx.layout.memory, json.dumps(asdict(reading)) + "\n")
     return reading or earlier

@@ -24,11 +24,11 @@ OTHER_MACHINES = "manylinux_2_28_x86_64"
 
 def ensure_venv(ctx: Context, source: Source) -> str:
     """A Python environment for the app's dependencies; reused while they (and Python) stay the same."""
-    requirements, python = source.requirements, ctx.settings.python
-    system = list(python.system_packages)
+    requirements, python_settings = source.requirements, ctx.settings.python
+    system, indexes = list(python_settings.system_packages), list(python_settings.extra_index_urls)
     # The [python] settings join the key only when set: environments made before they existed stay valid.
     key = digest(requirements.text, ctx.facts.python_version, ctx.facts.architecture,
-                 *((list(python.extra_index_urls), system) if system or python.extra_index_urls else ()))
+                 *((indexes, system) if system or indexes else ()))
     venv = ctx.layout.venvs / key
     done = venv / ".complete"
     name = requirements.file.name
@@ -43,7 +43,7 @@ def ensure_venv(ctx: Context, source: Source) -> str:
             from_debian = "; from Debian: " + ", ".join(
                 f"{project} {version} ({package})" for project, (version, package) in provided.items()
                 if any(requirement_name(line) == project for line in left_out))
-        text = with_indexes(text, python.extra_index_urls)
+        text = with_indexes(text, indexes)
         # Made in its final place (a venv's scripts name their path), finished when .complete exists.
         ctx.run(commands.remove(venv))
         try:
