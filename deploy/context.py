@@ -116,8 +116,9 @@ class Context:
         return self.target.run(argv, **kwargs)
 
     @contextlib.contextmanager
-    def step(self, name: str):
-        """Times a step and reports it when it ends, also when it fails (marked failed)."""
+    def step(self, name: str, quiet: bool = False):
+        """Times a step and reports it when it ends, also when it fails (marked failed); a quiet step
+        (one for a feature the app does not use) is reported only when it changed something or failed."""
         step = Step(name)
         started = self.clock()
         try:
@@ -127,8 +128,9 @@ class Context:
             raise
         finally:
             step.seconds = self.clock() - started
-            self.steps.append(step)
-            self.report(step)
+            if not quiet or step.changed or step.failed:
+                self.steps.append(step)
+                self.report(step)
 
     def exists(self, path: Path) -> bool:
         return self.run(commands.exists(path), check=False).exited == 0

@@ -6,6 +6,7 @@ logs and stop. The steps live in the modules named for them:
     parts       prerequisites, directories, secrets, model, Python environment, release, release
                 command, prune; a command run as the app
     cutover     start the idle color, wait until ready, smoke query, switch nginx, stop the old one
+    background  the app's processes started again on the live release; its scheduled jobs' timers or cron lines
     programs    the process manager (supervisor or systemd units) behind one interface
     nginx       site files, nginx -t, enable, reload and drain, put back
     state       releases, blue/green/current pointers, history; which release a rollback picks
@@ -19,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import certificate, commands, expose, state
+from deploy import background, certificate, commands, expose, state
 from deploy.context import Context, DeployError
 from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
@@ -50,7 +51,8 @@ def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> 
         app = plan_app(ctx.settings, ctx.layout, ctx.facts, model_mb=model.size_mb if model else 0, measured=measured)
         release = ensure_release(ctx, source, app, venv, model, model_key, secrets_digest, scratch)
         ensure_release_command(ctx, release, app)
-        go_live(ctx, "deploy", release, app)
+        changed = go_live(ctx, "deploy", release, app)
+        background.ensure(ctx, restart=changed)
         prune(ctx)
     return release
 
@@ -61,7 +63,7 @@ def rollback(ctx: Context, to: str | None = None) -> Release:
         chosen = rollback_target(ctx, to)
         recover(ctx)
         ensure_prerequisites(ctx)
-        go_live(ctx, "rollback", chosen, release_app(ctx, chosen))
+        background.ensure(ctx, restart=go_live(ctx, "rollback", chosen, release_app(ctx, chosen)))
     return chosen
 
 
@@ -92,8 +94,9 @@ def recover(ctx: Context) -> None:
             step.detail = ctx.programs.recover(dead, pids)
 
 
-def go_live(ctx: Context, action: str, release: Release, app: App) -> None:
-    """The cutover and the check through nginx, recorded in the audit log."""
+def go_live(ctx: Context, action: str, release: Release, app: App) -> bool:
+    """The cutover and the check through nginx, recorded in the audit log; returns whether the live
+    release changed (or had to be started)."""
     try:
         cutover = activate(ctx, release, app)
         with ctx.step("verify") as check:
@@ -103,6 +106,7 @@ def go_live(ctx: Context, action: str, release: Release, app: App) -> None:
         raise
     if cutover.changed:
         state.record(ctx, action, release.id, state.pointers(ctx).live, "ok")
+    return cutover.changed
 
 
 @dataclass
@@ -122,6 +126,8 @@ class Status:
     certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
     tunnel: str = ""  # with [expose]: the tunnel to the relay, and its last end-to-end check
     memory: str = ""  # what the live release's workers use: the largest readings so far, with one taken now
+    processes: list[tuple[str, str]] = field(default_factory=list)  # (name, state) per copy of each process
+    jobs: list[background.JobStatus] = field(default_factory=list)
 
 
 def status(ctx: Context) -> Status:
@@ -149,6 +155,8 @@ def status(ctx: Context) -> Status:
         result.certificate = certificate.describe(ctx)
     if ctx.settings.expose.domain:
         result.tunnel = expose.describe(ctx)
+    result.processes = background.process_lines(ctx)
+    result.jobs = background.job_statuses(ctx)
     return result
 
 
@@ -179,7 +187,11 @@ def log_command(ctx: Context, what: str, lines: int, follow: bool = False) -> li
     files = {"app": [app], "gunicorn": [app], "nginx": list(ctx.layout.nginx_logs),
              "supervisord": [ctx.layout.supervisord_log], "tunnel": [ctx.layout.log_dir / "tunnel.log"]}
     if what not in files:
-        raise DeployError(f"--what {what}: must be one of {', '.join(files)}")
+        own = background.log_command(ctx, what, lines, follow)
+        if own:
+            return own
+        named = [*files, *ctx.settings.app.processes, *ctx.settings.app.schedule]
+        raise DeployError(f"--what {what}: must be one of {', '.join(named)}")
     journal = (ctx.programs.log_command(live, lines, follow) if what in ("app", "gunicorn") else
                ctx.programs.tunnel_log(lines, follow) if what == "tunnel" else None)
     return journal or commands.tail(files[what], lines, follow)
@@ -193,7 +205,7 @@ def stop(ctx: Context) -> list[int]:
         dead, leftovers = ctx.programs.leftovers()
         if leftovers:
             ctx.programs.recover(dead, leftovers)
-        pids = leftovers + ctx.programs.stop_all() + ctx.nginx.stop_own()
+        pids = leftovers + background.stop(ctx) + ctx.programs.stop_all() + ctx.nginx.stop_own()
         timeout = ctx.settings.gunicorn.graceful_timeout + 30
         if not ctx.wait(lambda: all(ctx.run(commands.alive(p), check=False).exited != 0 for p in pids), timeout):
             raise DeployError(f"processes still running {timeout} s after stopping: {pids}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.requirements import FILES, RequirementsError, find_requirements, read_requirements, unpinned_message
-from deploy.settings import KIT_DIR, NAME, RELATIVE, WSGI, Invalid, toml_value
+from deploy.settings import KIT_DIR, NAME, PROCESS_NAME, RELATIVE, RESERVED_NAMES, WSGI, Invalid, toml_value
 
 # Directories that hold no app code of its own: version control, virtualenvs, caches, builds, tests.
 SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "tests", "test", "venv", "env",
@@ -76,6 +76,7 @@ class Discovery:
     secrets_found: str = ""  # what reads them
     release_commands: tuple[str, ...] = ()  # candidates, written commented
     data_dirs: tuple[str, ...] = ()  # .gitignore entries that look like run-time data, written commented
+    processes: tuple[tuple[str, str], ...] = ()  # [app.processes]: the Procfile's other lines (name, command)
     notes: list[str] = field(default_factory=list)  # "guessed: ..." and "check: ..." lines
 
 
@@ -130,7 +131,8 @@ def discover(checkout: Path, tracked: set[str] | None = None) -> Discovery:
         instance_path=instance_path, instance_used=instance_use(modules), models=models, model_path=model_path,
         health_path=health_path, health_found=health_found, secrets=secrets, secrets_found=secrets_found,
         release_commands=release_commands(modules, wsgi, files, checkout, notes),
-        data_dirs=gitignored_data_dirs(checkout, (instance_path, model_path), notes), notes=notes)
+        data_dirs=gitignored_data_dirs(checkout, (instance_path, model_path), notes),
+        processes=procfile_processes(checkout, notes), notes=notes)
 
 
 def checkout_files(checkout: Path) -> list[str]:
@@ -247,6 +249,34 @@ def procfile_entries(checkout: Path, modules: list[Module], notes: list[str]) ->
     if known is None:
         notes.append(f"check: the Procfile names {argument}, but there is no module {module} in the checkout")
     return [Entry(argument, "the Procfile's web: line", module, (bool(known and known.src), False, 0, 0, ""))]
+
+
+def procfile_processes(checkout: Path, notes: list[str]) -> tuple[tuple[str, str], ...]:
+    """The Procfile's lines other than web: (gunicorn, which the kit runs) and release: (a release command),
+    as [app.processes] entries."""
+    procfile = checkout / "Procfile"
+    if not procfile.is_file():
+        return ()
+    found = []
+    for line in procfile.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = re.match(r"\s*([A-Za-z0-9_-]+)\s*:\s*(\S.*)$", line)
+        if not match or match.group(1) == "web":
+            continue
+        given, command = match.groups()
+        if given == "release":
+            notes.append(f"check: the Procfile's release: line runs {command!r}; modelhost's is [deploy] "
+                         "release_command (it runs in each new release before it gets traffic)")
+            continue
+        name = given.lower().replace("_", "-")
+        if not PROCESS_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            notes.append(f"check: the Procfile's {given}: line is not written to [app.processes]: a process name is "
+                         f"2-24 lowercase letters, digits and -, not {', '.join(RESERVED_NAMES)}; add it under "
+                         "another name")
+            continue
+        if "$PORT" in command:
+            notes.append(f"check: the Procfile's {given}: line uses $PORT, which modelhost does not set for processes")
+        found.append((name, command.strip()))
+    return tuple(found)
 
 
 def gunicorn_app_argument(words: list[str]) -> tuple[str | None, list[str]]:
@@ -664,6 +694,11 @@ def deploy_toml(d: Discovery) -> str:
         lines += ["# .gitignore lists these, which look like data the app writes: uncomment if it does, so they are",
                   "# kept across releases (a release directory starts with only what git tracks).",
                   f"# shared_paths = {toml_value(list(d.data_dirs))}"]
+    if d.processes:
+        lines += ["", "[app.processes]",
+                  "# From the Procfile: each runs in the live release beside gunicorn, as the app, started again on",
+                  '# the new release after each deploy. More copies: name = {command = "...", count = 2}.']
+        lines += [f"{name} = {toml_value(command)}" for name, command in d.processes]
     lines += ["", "[model]"]
     if d.model_path:
         lines += [f"# Not in git: modelhost stores {d.model_path} on the target once, links it into every release at",
@@ -703,6 +738,8 @@ def report(d: Discovery) -> list[str]:
         lines.append(f"found: dependencies in {d.requirements}; modelhost adds gunicorn if they lack it")
     if d.static_dir:
         lines.append(f"found: static files in {d.static_dir}/: [nginx] static_dir, served by nginx")
+    for name, command in d.processes:
+        lines.append(f"found: the Procfile's {name}: {command}: [app.processes], run beside gunicorn")
     if d.instance_used:
         lines.append(f"found: the app uses its instance folder ({d.instance_used}): {d.instance_path}/ is kept "
                      "across releases")

@@ -67,6 +67,7 @@ class Layout:
     nginx_conf: Path | None = None  # local target only: the nginx.conf its own nginx runs with
     supervisord_conf: Path | None = None  # local target only: its own supervisord's configuration
     tunnel_socket_path: Path | None = None  # where tunnel_socket is when not in run_dir (a check's scratch copy)
+    cron_dir: Path | None = None  # a host's /etc/cron.d: jobs without systemd (the local target: your crontab)
 
     @property
     def env_file(self) -> Path:
@@ -118,6 +119,22 @@ class Layout:
     def memory(self) -> Path:
         """What the workers of the live release were measured to use: the next release is sized by it."""
         return self.root / "memory.json"
+
+    @property
+    def launcher(self) -> str:
+        """What starts the app's processes and scheduled jobs (deploy/launch.py, with its settings), by
+        the target's python3: the system's on a host; on this machine the first on the daemons' PATH."""
+        python = "/usr/bin/python3" if self.kind == "system" else "python3"
+        return f"{python} {self.config_dir / 'launch.py'} {self.config_dir / 'launch.json'}"
+
+    @property
+    def job_dir(self) -> Path:
+        """Each scheduled job's log, last result and lock."""
+        return self.log_dir / "schedule"
+
+    def program(self, name: str) -> str:
+        """The program (or unit) of a process or scheduled job: <app>-<name>."""
+        return f"{self.app}-{name}"
 
     @property
     def tmpfiles_file(self) -> Path | None:
@@ -200,7 +217,7 @@ def system_layout(settings) -> Layout:
         secrets_owner=app, needs_provision=True,
         too_long_fix="use a shorter [app] name", nginx_enabled=nginx / "sites-enabled",
         tmpfiles_dir=Path("/etc/tmpfiles.d"), supervisor_defaults=Path("/etc/default/supervisor"),
-        logrotate_dir=Path("/etc/logrotate.d"))
+        logrotate_dir=Path("/etc/logrotate.d"), cron_dir=Path("/etc/cron.d"))
     # The app's user may read its config and make its sockets; nginx (its group) may reach them and
     # nothing else.
     shared = ("root", "root", "755")

@@ -7,6 +7,7 @@ target always runs its own supervisord; a host runs the host's supervisor, or sy
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,52 @@ class ProcessManager(ABC):
 
     def log_file(self, color: str) -> Path:
         return self.layout.log_dir / f"{color}.log"  # gunicorn's and the app's lines: one log
+
+    # ---- the app's processes ([app.processes]) ------------------------------------------------
+
+    settle = 0.0  # seconds a started process is given before its state counts (supervisor's startsecs waits)
+
+    def ensure_processes(self, files: dict[Path, str], processes: list, restart: bool) -> list[str]:
+        """The processes' program files are loaded (a process taken out is stopped and removed) and
+        every process runs, started again when restart (the live release changed); returns what changed."""
+        raise NotImplementedError
+
+    def process_status(self, process) -> list[Program]:
+        """Each copy of a process, with supervisor's state words."""
+        raise NotImplementedError
+
+    def process_logs(self, process, lines: int, follow: bool) -> list[str]:
+        raise NotImplementedError
+
+    def stop_processes(self, processes: list) -> list[int]:
+        """Stops every process (TERM, then KILL after its stop timeout); returns the pids that ran."""
+        pids = [p.pid for process in processes for p in self.process_status(process) if p.pid]
+        self.ctx.run(self.process_command("stop", processes), check=False,
+                     timeout=self.ctx.settings.gunicorn.graceful_timeout + 60)
+        return pids
+
+    def process_command(self, action: str, processes: list) -> list[str]:
+        raise NotImplementedError
+
+    def failed_processes(self, processes: list) -> list[str]:
+        """What is wrong with processes that do not run ("" for none): each copy's state and last lines."""
+        if self.settle:
+            self.ctx.sleep(self.settle)
+        found: dict[str, list[Program]] = {}
+
+        def settled() -> bool:  # supervisor counts a process started once it has run for startsecs
+            found.update({p.name: self.process_status(p) for p in processes})
+            return all(copy.state != "STARTING" for copies in found.values() for copy in copies)
+        self.ctx.wait(settled, 15)
+        problems = []
+        for process in processes:
+            for copy in found[process.name]:
+                if copy.state != "RUNNING":
+                    lines = self.ctx.run(self.process_logs(process, 10, False), check=False).stdout.rstrip()
+                    problems.append(f"{copy.name} is {copy.state}; its last lines:\n" +
+                                    "\n".join(f"    {line}" for line in lines.splitlines()[-10:]))
+                    break
+        return problems
 
     @property
     def tunnel_name(self) -> str:
@@ -189,6 +236,57 @@ class Supervisor(ProcessManager):
             ctx.run(commands.supervisorctl(self.layout, "update", "nginx"), timeout=120)
         return bool(earlier)
 
+    @property
+    def processes_file(self) -> Path:
+        return self.layout.supervisor_dir / f"{self.layout.app}-processes.conf"
+
+    def ensure_processes(self, files: dict[Path, str], processes: list, restart: bool) -> list[str]:
+        ctx, path = self.ctx, self.processes_file
+        before = ctx.target.read(path) or ""
+        text = files.get(path, "")
+        old = re.findall(r"^\[program:([^\]]+)\]", before, re.M)
+        updated, done = "", []
+        if text != before:
+            if text:
+                ctx.target.write(path, text)
+            else:
+                ctx.run(commands.remove(path))
+            reread = ctx.run(commands.supervisorctl(self.layout, "reread"), check=False)
+            if reread.exited != 0 or commands.supervisor_refused(reread.stdout):
+                ctx.restore({path: before or None})
+                raise DeployError(f"supervisor refused {path} (the old one is back):\n"
+                                  f"{(reread.stdout + reread.stderr).strip()}")
+            names = sorted(set(old) | {p.program for p in processes})
+            updated = ctx.run(commands.supervisorctl(self.layout, "update", *names), timeout=300).stdout
+            done += [f"removed {name}" for name in old if name not in {p.program for p in processes}]
+        for process in processes:
+            if re.search(rf"^{re.escape(process.program)}: (added|updated)", updated, re.M):
+                done.append(f"started {process.name} (its program {'changed' if process.program in old else 'is new'})")
+            elif restart:
+                ctx.run(commands.supervisorctl(self.layout, "restart", f"{process.program}:*"), check=False,
+                        timeout=ctx.settings.gunicorn.graceful_timeout + 60)
+                done.append(f"restarted {process.name}")
+            elif any(p.state != "RUNNING" for p in self.process_status(process)):
+                ctx.run(commands.supervisorctl(self.layout, "start", f"{process.program}:*"), check=False, timeout=120)
+                done.append(f"started {process.name}")
+        return done
+
+    def process_status(self, process) -> list[Program]:
+        output = self.ctx.run(commands.supervisorctl(self.layout, "status", f"{process.program}:*"), check=False).stdout
+        found = [Program(name, "", state, pid, uptime)
+                 for name, state, pid, uptime in commands.parse_group_status(output)]
+        return found or [Program(process.program, "", "DOWN")]
+
+    def process_log_files(self, process) -> list[Path]:
+        copies = [f"-{n}" for n in range(1, process.count + 1)] if process.count > 1 else [""]
+        return [self.layout.log_dir / f"{process.name}{copy}.log" for copy in copies]
+
+    def process_logs(self, process, lines: int, follow: bool) -> list[str]:
+        return commands.tail(self.process_log_files(process), lines, follow)
+
+    def process_command(self, action: str, processes: list) -> list[str]:
+        return commands.supervisorctl(self.layout, action, *(f"{p.program}:*" for p in processes))
+
     def tunnel(self, changed: bool) -> bool:
         ctx, name = self.ctx, self.tunnel_name
         updated = ctx.run(commands.supervisorctl(self.layout, "update", name), timeout=120).stdout
@@ -265,6 +363,63 @@ class SystemdUnits(ProcessManager):
                 ctx.run(commands.systemctl("enable" if color == live else "disable", "--quiet", self.name(color)))
         return bool(earlier)
 
+    settle = 2.0  # a unit that exits at once is seen by then (systemctl start returns before)
+
+    def ensure_processes(self, files: dict[Path, str], processes: list, restart: bool) -> list[str]:
+        ctx, layout = self.ctx, self.layout
+        listed = ctx.run(commands.first_lines(layout.systemd_dir, f"{layout.app}-*@.service")).stdout
+        units = commands.parse_first_lines(listed)
+        ours = [unit for unit, line in units.items() if is_process_unit(line, layout.app)]
+        wanted = {f"{p.program}@.service" for p in processes}
+        clash = sorted(wanted & set(units) - set(ours))
+        if clash:
+            raise DeployError(f"{layout.systemd_dir / clash[0]} is not a process of {layout.app} (another app's "
+                              "unit?): rename the process in [app.processes], or the other app")
+        enabled = ctx.run(commands.listing(layout.systemd_dir / "multi-user.target.wants"), check=False).stdout.split()
+        done = []
+        for unit in sorted(set(ours) - wanted):
+            program = unit.removesuffix("@.service")
+            ctx.run(commands.systemctl("stop", f"{program}@*.service"), check=False, timeout=300)
+            instances = [name for name in enabled if name.startswith(f"{program}@")]
+            if instances:
+                ctx.run(commands.systemctl("disable", "--quiet", *instances), check=False)
+            ctx.run(commands.remove(layout.systemd_dir / unit))
+            done.append(f"removed {program}")
+        earlier = ctx.write_files(files)
+        if earlier or done:
+            ctx.run(commands.systemctl("daemon-reload"))
+        for process in processes:
+            copies = [f"{process.program}@{n}.service" for n in range(1, process.count + 1)]
+            extra = [name for name in enabled if name.startswith(f"{process.program}@") and name not in copies]
+            if extra:
+                ctx.run(commands.systemctl("disable", "--now", "--quiet", *extra), timeout=300)
+            if set(copies) - set(enabled):
+                ctx.run(commands.systemctl("enable", "--quiet", *copies))
+            changed = layout.systemd_dir / f"{process.program}@.service" in earlier
+            if restart or changed or extra:
+                ctx.run(commands.systemctl("restart", *copies), timeout=ctx.settings.gunicorn.graceful_timeout + 60)
+                done.append(f"{'restarted' if restart else 'started'} {process.name}"
+                            + (" (its unit changed)" if changed and not restart else ""))
+            elif any(p.state != "RUNNING" for p in self.process_status(process)):
+                ctx.run(commands.systemctl("start", *copies), timeout=120)
+                done.append(f"started {process.name}")
+        return done
+
+    def process_status(self, process) -> list[Program]:
+        found = []
+        for n in range(1, process.count + 1):
+            name = f"{process.program}@{n}"
+            output = self.ctx.run(commands.systemctl("show", name, f"--property={commands.UNIT_PROPERTIES}"),
+                                  check=False).stdout
+            found.append(Program(name, "", *commands.parse_unit_status(output)))
+        return found
+
+    def process_logs(self, process, lines: int, follow: bool) -> list[str]:
+        return commands.unit_journal(f"{process.program}@*", lines, follow)
+
+    def process_command(self, action: str, processes: list) -> list[str]:
+        return commands.systemctl(action, *(f"{p.program}@*.service" for p in processes))
+
     def tunnel(self, changed: bool) -> bool:
         ctx, name = self.ctx, self.tunnel_name
         if changed:
@@ -299,6 +454,11 @@ class SystemdUnits(ProcessManager):
 
     def log_command(self, color: str, lines: int, follow: bool) -> list[str] | None:
         return commands.journal(self.layout, color, lines, follow)
+
+
+def is_process_unit(first_line: str, app: str) -> bool:
+    """A unit file's first line says it is one of app's processes (systemd/process@.service.j2)."""
+    return first_line.startswith("# modelhost process ") and f" of {app} " in first_line
 
 
 def process_manager(ctx: Context) -> ProcessManager:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from deploy import schedules
 from deploy.facts import HostFacts
 from deploy.layout import COLORS, Layout, local_layout
 from deploy.settings import KIT_DIR, public_names, size_bytes
@@ -238,6 +239,99 @@ def manager_values(app: App, live: str) -> dict:
                 environment=lambda color: process_environment(app, app.layout.release(color)))
 
 
+# ---- the app's processes and scheduled jobs ([app.processes], [app.schedule]) ----------------
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    command: str
+    count: int
+    program: str  # supervisor's program (and group), or the systemd template unit's name before @
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    schedule: str  # as given
+    command: str
+    unit: str  # the systemd timer's and service's name, <app>-<name>
+    calendars: tuple[str, ...]  # OnCalendar= values
+    cron: str  # cron's five fields ("" when cron cannot say the schedule: systemd only)
+
+
+def processes_of(app: App) -> list[Process]:
+    return [Process(name, p["command"], p["count"], app.layout.program(name))
+            for name, p in sorted(app.settings.app.processes.items())]
+
+
+def jobs_of(app: App, cron: bool) -> list[Job]:
+    """The app's scheduled jobs; with cron (a target without systemd timers) each must be sayable in cron."""
+    jobs = []
+    for name, job in sorted(app.settings.app.schedule.items()):
+        calendar = schedules.parse(job["schedule"])
+        try:
+            line = schedules.to_cron(calendar, job["schedule"])
+        except schedules.ScheduleError as exc:
+            if cron:
+                raise RenderError(f"[app.schedule] {name}: {exc}") from None
+            line = ""
+        jobs.append(Job(name, job["schedule"], job["command"], app.layout.program(name),
+                        tuple(schedules.to_systemd(calendar)), line))
+    return jobs
+
+
+def launch_config(app: App) -> str:
+    """launch.json: what deploy/launch.py needs to start the app's processes and jobs; no secrets (it
+    reads them from the env file when it starts a command)."""
+    layout = app.layout
+    return json.dumps({
+        "root": str(layout.root), "secrets": str(layout.env_file), "deploy_lock": str(layout.lock),
+        "env": process_environment(app, Path("{release}")), "app_env": dict(sorted(app.settings.app.env.items())),
+        "processes": {p.name: p.command for p in processes_of(app)},
+        "jobs": {name: job["command"] for name, job in sorted(app.settings.app.schedule.items())},
+        "user": layout.secrets_owner, "job_dir": str(layout.job_dir), "log_bytes": 1024 * 1024, "log_backups": 3,
+    }, indent=2) + "\n"
+
+
+def process_files(app: App) -> dict[Path, str]:
+    """The processes' program files: one supervisor file, or a systemd template unit per process."""
+    layout, processes = app.layout, processes_of(app)
+    values = dict(layout=layout, launcher=layout.launcher, stop_timeout=app.settings.gunicorn.graceful_timeout + 15)
+    if layout.process_manager == "systemd":
+        return {layout.systemd_dir / f"{p.program}@.service":
+                template("systemd/process@.service.j2", process=p, **values) for p in processes}
+    if not processes:
+        return {}
+    return {layout.supervisor_dir / f"{layout.app}-processes.conf": template("supervisor/processes.conf.j2",
+                                                                            processes=processes, **values)}
+
+
+def schedule_files(app: App, timers: bool) -> dict[Path, str]:
+    """The jobs' systemd timers and services (timers: a host with systemd), or their cron lines: a
+    host's /etc/cron.d file, or on the local target the lines for your crontab (kept in its config
+    directory)."""
+    layout = app.layout
+    jobs = jobs_of(app, cron=not timers)
+    values = dict(layout=layout, launcher=layout.launcher, job_dir=layout.job_dir)
+    if timers:
+        files = {}
+        for job in jobs:
+            files[layout.systemd_dir / f"{job.unit}.timer"] = template("systemd/job.timer.j2", job=job, **values)
+            files[layout.systemd_dir / f"{job.unit}.service"] = template("systemd/job.service.j2", job=job, **values)
+        return files
+    if not jobs:
+        return {}
+    system = layout.cron_dir is not None
+    path = layout.cron_dir / layout.app if system else layout.config_dir / "crontab"
+    return {path: template("cron/jobs.j2", jobs=jobs, system=system, marker="" if system else cron_marker(layout),
+                           **values)}
+
+
+def cron_marker(layout: Layout) -> str:
+    """Ends each of the app's lines in your crontab (the local target): what fab deploy keeps there."""
+    return f"  # modelhost job: {layout.root}"
+
+
 def site_app(app: App, live: str) -> dict:
     """What the site template needs to know about one app."""
     s, layout = app.settings, app.layout
@@ -387,6 +481,11 @@ def relay_sshd(interval: int, count: int) -> str:
     return template("ssh/relay.conf.j2", user=RELAY, interval=interval, count=count)
 
 
+def timers(layout: Layout, facts: HostFacts) -> bool:
+    """Scheduled jobs are systemd timers: on a host that runs systemd (cron elsewhere, and on the local target)."""
+    return layout.cron_dir is not None and facts.systemd
+
+
 def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[RenderedFile]:
     """Every file of the target, in a stable order; apps share the host's nginx and process manager."""
     if not apps:
@@ -425,6 +524,14 @@ def render(apps: list[App], facts: HostFacts, live: str = "blue") -> list[Render
             add(app.layout.supervisor_dir / f"{app.layout.app}.conf",
                 template("supervisor/program.conf.j2", **manager_values(app, live)),
                 f"supervisor programs {app.layout.app}-blue and {app.layout.app}-green", "programs")
+        for destination, content in process_files(app).items():
+            add(destination, content, f"processes of {app.layout.app}: "
+                f"{', '.join(p.name for p in processes_of(app))}", "processes")
+        for destination, content in schedule_files(app, timers=timers(app.layout, facts)).items():
+            add(destination, content, f"scheduled jobs of {app.layout.app}", "schedule")
+        if app.settings.app.processes or app.settings.app.schedule:
+            add(app.layout.config_dir / "launch.json", launch_config(app),
+                "what starts the app's processes and jobs (launch.py, uploaded beside it) needs to know", "launcher")
         if app.layout.tmpfiles_file and facts.systemd:
             add(app.layout.tmpfiles_file, tmpfiles_conf(app.layout),
                 f"the socket directory {app.layout.run_dir}, made again at every boot", "boot")

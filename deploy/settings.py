@@ -37,7 +37,11 @@ class Check:
     def __call__(self, value):
         try:
             return self.convert(value)
-        except (Invalid, TypeError, ValueError):
+        except Invalid as exc:
+            if str(exc):  # a check that says itself what is wrong
+                raise
+            raise Invalid(f"must be {self.allowed}") from None
+        except (TypeError, ValueError):
             raise Invalid(f"must be {self.allowed}") from None
 
 
@@ -101,7 +105,47 @@ def env_table() -> Check:
     return Check('a table of NAME = "value" (names of capitals, digits and _; values strings)', convert)
 
 
+def processes_table() -> Check:
+    """[app.processes]: name = "command", or name = {command = "...", count = N}; as {name: {command, count}}."""
+    def convert(value):
+        _require(isinstance(value, dict))
+        processes = {}
+        for name, entry in value.items():
+            entry = {"command": entry} if isinstance(entry, str) else entry
+            _require(isinstance(entry, dict) and set(entry) <= {"command", "count"} and PROCESS_NAME.fullmatch(name)
+                     is not None and name not in RESERVED_NAMES)
+            processes[name] = {"command": COMMAND.convert(entry.get("command")),
+                               "count": _integer(entry.get("count", 1), 1, 16)}
+        return processes
+    return Check('a table of name = "command" or name = {command = "...", count = 1-16}; names of lowercase letters, '
+                 f"digits and - (not {', '.join(RESERVED_NAMES)}); commands one line", convert)
+
+
+def schedule_table() -> Check:
+    """[app.schedule]: name = {schedule = "...", command = "..."}; each schedule read (deploy/schedules.py)."""
+    from deploy.schedules import ScheduleError, parse
+
+    def convert(value):
+        _require(isinstance(value, dict))
+        jobs = {}
+        for name, entry in value.items():
+            _require(isinstance(entry, dict) and set(entry) == {"schedule", "command"} and isinstance(
+                entry["schedule"], str) and PROCESS_NAME.fullmatch(name) is not None and name not in RESERVED_NAMES)
+            try:
+                parse(entry["schedule"])
+            except ScheduleError as exc:
+                raise Invalid(f"[app.schedule] {name}: {exc}") from None
+            jobs[name] = {"schedule": entry["schedule"].strip(), "command": COMMAND.convert(entry["command"])}
+        return jobs
+    return Check('a table of name = {schedule = "cron fields or a systemd calendar form", command = "..."}',
+                 convert)
+
+
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+PROCESS_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]")
+# A process's or job's programs are named <app>-<name>, beside the app's own <app>-blue, -green and -tunnel.
+RESERVED_NAMES = ("web", "blue", "green", "tunnel")
+COMMAND = matching(r"[^\n\r\0]*\S[^\n\r\0]*", "a command on one line")
 NAME = matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a name of 2-32 lowercase letters, digits and -, "
                                                  "starting with a letter")
 WSGI = matching(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?", 'a module:name such as "app:app" or "app:create_app()"')
@@ -165,6 +209,14 @@ SETTINGS = [
     Setting("app.process_manager", "supervisor",
             "What keeps gunicorn running on a host: supervisor or a systemd unit. "
             "The local target always runs its own supervisord.", choice("supervisor", "systemd")),
+    Setting("app.processes", {},
+            'Processes beside gunicorn, Procfile-style: worker = "python -m myapp.worker" (or {command = "...", '
+            "count = 2}). Run in the live release as the app, restarted on the new one after each deploy.",
+            processes_table()),
+    Setting("app.schedule", {},
+            'Jobs: report = {schedule = "0 3 * * *" (cron) or "Mon..Fri 09:00" (systemd), command = "..."}; '
+            "systemd timers or cron. Run in the live release as the app, one at a time, never during a deploy.",
+            schedule_table()),
     Setting("app.requirements", "",
             "The app's dependency file, relative to deploy.toml; \"\" takes the first of requirements.lock, "
             "requirements.txt and pyproject.toml ([project] dependencies) beside it.", OPTIONAL_PATH),
@@ -387,6 +439,10 @@ def cross_checks(values: dict) -> list[str]:
     if bool(values["expose.relay"]) != bool(values["expose.domain"]):
         given, missing = ("relay", "domain") if values["expose.relay"] else ("domain", "relay")
         problems.append(f"[expose] {given} is set but {missing} is not: fab expose needs both (or neither)")
+    both = sorted(set(values["app.processes"]) & set(values["app.schedule"]))
+    if both:
+        problems.append(f"{both[0]!r} names both a process and a scheduled job: their programs are named "
+                        f"<app>-<name>, so give them different names")
     if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
         problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
     return problems

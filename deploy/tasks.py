@@ -305,11 +305,11 @@ def rollback(c, settings=None, to=None, break_lock=False):
 @task(help={"settings": SETTINGS_HELP})
 @task_errors
 def status(c, settings=None):
-    """Show what runs (supervisord, both gunicorn programs, the live release, readiness, nginx) and how the
-    machine is doing (memory, and what a board reports: power, temperature, storage, swap)."""
+    """Show what runs (supervisord, both gunicorn programs, the app's processes, the live release, readiness,
+    nginx, its scheduled jobs) and how the machine is doing (memory, and what a board reports: power, temperature, storage, swap)."""
     d = target_context(c, settings)
     s = deployment.status(d)
-    width = max(len(p.name) for p in s.programs) + 2
+    width = max(len(name) for name in [p.name for p in s.programs] + [n for n, _ in s.processes]) + 2
     print(f"{d.settings.app.name} on {s.target}: {s.url}")
     if s.manager:
         print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}"
@@ -319,6 +319,8 @@ def status(c, settings=None):
         live = " (live)" if program.color == s.live else ""
         pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
         print(f"  {program.name:<{width}}{program.state:<9}{pid:<24}release {program.release or '-'}{live}")
+    for name, text in s.processes:
+        print(f"  {name:<{width}}{text}")
     if s.release:
         print(f"  {'release':<{width}}{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
               f"{s.release.workers} workers ({s.release.explanation})")
@@ -331,6 +333,9 @@ def status(c, settings=None):
         print(f"  {'certificate':<{width}}{s.certificate}")
     if s.tunnel:
         print(f"  {'tunnel':<{width}}{s.tunnel}")
+    for job in s.jobs:
+        print(f"  {job.name:<{width}}{job.schedule}  last {job.last or 'none yet'}"
+              + (f"; running {job.running}" if job.running else "") + f"; next {job.next}")
     print(f"  {'host':<{width}}{d.facts.describe()}")
     for label, text in health_lines(d.facts.health):
         print(f"  {label:<{width}}{text}")

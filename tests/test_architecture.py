@@ -10,9 +10,9 @@ import pytest
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 MODULES = sorted(DEPLOY.rglob("*.py"))
 # The commands layer: the builders (deploy/commands/), the host facts script beside its parser,
-# the executor, and the probe script that runs on the target.
+# the executor, and the scripts that run on the target (the probe, the launcher of processes and jobs).
 COMMANDS_LAYER = {*DEPLOY.joinpath("commands").glob("*.py"), DEPLOY / "facts.py", DEPLOY / "target.py",
-                  DEPLOY / "probe.py"}
+                  DEPLOY / "probe.py", DEPLOY / "launch.py"}
 # The programs an argument list starts with; a list of them outside the commands layer is a command
 # built where it should not be.
 PROGRAMS = {"apt-get", "cat", "chmod", "chown", "date", "dpkg-query", "env", "find", "getent", "git", "gunicorn",

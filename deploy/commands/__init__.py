@@ -24,13 +24,14 @@ from deploy.commands.git import archive, changed_files, git, stash_commit
 from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app, delete_user, kill_user,
                                   children, crontab, groups, has_command, logrotate_check, make_venv,
                                   memory_of, missing_for_deploy, missing_packages, now, passwd_entry, passwordless_sudo,
-                                  pip, pip_install, pip_wheels_only, process_state, python_projects, python_has_venv, service, session, signal_session, user_id)
+                                  pip, pip_install, pip_wheels_only, process_state, running, working_directory, python_projects, python_has_venv, service, session, signal_session, user_id)
 from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_signed, sites_of, supervised_nginx
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
 from deploy.commands.ssh import (ALIVE_COUNT, ALIVE_INTERVAL, TUNNEL_SOURCE, authorized_line, keygen, listening_ports,
                                  machine_name, parse_authorized, sshd_check, tunnel)
-from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, gunicorn_check,
-                                      journal, parse_supervisor_status, parse_supervisord_pid, parse_unit_status,
-                                      program, program_status, programs, supervisor_parse, supervisor_refused,
-                                      supervisorctl, supervisord_start, systemctl, systemd_manager, systemd_verify,
-                                      unit_journal)
+from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, calendar_check,
+                                      first_lines, gunicorn_check, journal, parse_first_lines, parse_group_status, parse_read_files,
+                                      parse_supervisor_status, parse_supervisord_pid, parse_timer_times,
+                                      parse_unit_status, program, program_status, programs, read_files,
+                                      supervisor_parse, supervisor_refused, supervisorctl, supervisord_start,
+                                      systemctl, systemd_manager, systemd_verify, timer_times, unit_journal)

@@ -186,6 +186,15 @@ def has_command(name: str) -> list[str]:
     return ["sh", "-c", 'command -v "$1"', "sh", name]
 
 
+def working_directory(pid: int) -> list[str]:
+    return ["readlink", f"/proc/{pid}/cwd"]
+
+
+def running(name: str) -> list[str]:
+    """Exits 0 when a process of that name runs."""
+    return ["pgrep", "-x", name]
+
+
 def process_state(pid: int) -> list[str]:
     """A process's state letters (Z: a zombie, dead but not yet reaped); nothing when there is none."""
     return ["ps", "-o", "stat=", "-p", str(pid)]

@@ -119,3 +119,68 @@ def systemd_verify(unit: Path) -> list[str]:
 def gunicorn_check(gunicorn: Path, conf: Path, wsgi: str) -> list[str]:
     """gunicorn loads its config and the app, then exits: 0 when both load."""
     return [str(gunicorn), "--check-config", "--config", str(conf), wsgi]
+
+
+# ---- the app's processes and scheduled jobs -----------------------------------------------------
+
+def first_lines(directory: Path, pattern: str) -> list[str]:
+    """The files of directory matching the glob pattern, each with its first line: "name<TAB>line" lines."""
+    script = ('cd "$1" 2>/dev/null || exit 0; '
+              'for f in $2; do [ -f "$f" ] && printf "%s\\t%s\\n" "$f" "$(head -n 1 "$f")"; done; exit 0')
+    return ["sh", "-c", script, "sh", str(directory), pattern]
+
+
+def parse_first_lines(output: str) -> dict[str, str]:
+    return dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
+
+
+def parse_group_status(output: str) -> list[tuple[str, str, int | None, str]]:
+    """(process, state, pid, uptime) per line of `supervisorctl status GROUP:*`."""
+    found = []
+    for line in output.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[1].isupper():
+            pid, uptime = re.search(r"pid (\d+)", line), re.search(r"uptime (\S+)", line)
+            found.append((parts[0].split(":")[-1], parts[1], int(pid.group(1)) if pid else None,
+                          uptime.group(1) if uptime else ""))
+    return found
+
+
+def calendar_check(calendars: list[str]) -> list[str]:
+    """systemd reads each OnCalendar= value (exit 1 naming one it cannot)."""
+    return ["systemd-analyze", "calendar", *calendars]
+
+
+def timer_times(units: list[str]) -> list[str]:
+    """When each timer fires next and fired last (systemctl show, a blank line between units)."""
+    return ["systemctl", "show", *units, "--property=Id,NextElapseUSecRealtime,LastTriggerUSec,ActiveState"]
+
+
+def parse_timer_times(output: str) -> dict[str, dict[str, str]]:
+    units, unit = {}, {}
+    for line in output.splitlines() + [""]:
+        if "=" in line:
+            key, _, value = line.partition("=")
+            unit[key] = value
+        elif unit:
+            units[unit.get("Id", "")] = unit
+            unit = {}
+    return units
+
+
+def read_files(paths: list[Path]) -> list[str]:
+    """The local time with its offset, then each file's content after a "==> path" line (nothing when missing)."""
+    script = 'date +%Y-%m-%dT%H:%M:%S%z; for f; do echo "==> $f"; cat "$f" 2>/dev/null; echo; done'
+    return ["sh", "-c", script, "sh", *map(str, paths)]
+
+
+def parse_read_files(output: str) -> tuple[str, dict[str, str]]:
+    lines = output.splitlines()
+    now, files, name = (lines[0] if lines else ""), {}, None
+    for line in lines[1:]:
+        if line.startswith("==> "):
+            name = line[4:]
+            files[name] = ""
+        elif name is not None:
+            files[name] += line + "\n"
+    return now, {k: v.strip() for k, v in files.items()}

@@ -1,0 +1,167 @@
+"""Work beside the requests, with tests/apps/spool (a Procfile with a worker, a job meant for a
+schedule): `modelhost init` reads the worker from the Procfile, the deploy runs it in the live
+release and starts it again on the new one after each deploy without losing queued work, a worker
+killed mid-job finishes the job after its restart, a process taken out of deploy.toml is stopped and
+removed; scheduled runs never overlap, wait while a deploy holds its lock, and keep their output.
+
+On this machine (supervisord of the target's own, the user's crontab) and on the systemd test host
+(systemd units for the worker, a systemd timer firing every few seconds across a deploy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import hosts
+from tests.servers import eventually, free_port, needs_nginx
+from tests.test_own_apps import Http, Sample, add_lines, commit_all, initialised, modelhost, new_checkout, ok
+
+pytestmark = [needs_nginx, pytest.mark.slow]
+
+SPOOL = Sample("spool", {}, lambda site, marker: None, lambda site, marker: True,
+               guessed=['worker = "python -m spool.worker"', 'wsgi = "spool:create_app()"'])
+
+
+def submit(site: Http, steps: int) -> str:
+    status, answer = site.call("POST", "/jobs", {"steps": steps})
+    assert status == 202, answer
+    return answer["id"]
+
+
+def job(site: Http, job_id: str) -> dict:
+    status, answer = site.call("GET", f"/jobs/{job_id}")
+    assert status == 200, answer
+    return answer
+
+
+def done(site: Http, job_id: str, timeout: float = 60) -> dict:
+    return eventually(lambda: (lambda j: j if j["state"] == "done" else None)(job(site, job_id)), timeout)
+
+
+def ticks(data: Path) -> list[tuple[str, float, str, int]]:
+    text = (data / "ticks.log").read_text() if (data / "ticks.log").exists() else ""
+    return [(kind, float(at), release, int(pid)) for kind, at, release, pid in
+            (line.split() for line in text.splitlines())]
+
+
+def never_overlap(found: list) -> None:
+    """Every start is followed by its own end before the next start."""
+    kinds = [kind for kind, *_ in found]
+    assert kinds == ["start", "end"] * (len(kinds) // 2) + ["start"] * (len(kinds) % 2), found
+    for begin, end in zip(found[::2], found[1::2]):
+        assert begin[3] == end[3], f"a run ended by another process: {begin} {end}"
+
+
+# ---- this machine ---------------------------------------------------------------------------
+
+@pytest.fixture
+def spool_here(tmp_path):
+    """The spool app's checkout, initialised for this machine; stopped, and its crontab lines gone, after."""
+    port = free_port()
+    root = tmp_path / "root"
+    checkout = new_checkout(SPOOL, tmp_path)
+    printed = initialised(SPOOL, checkout, {
+        "local": [f'root = "{root}"', f"port = {port}"], "deploy": ["keep_releases = 3"],
+        "app.env": ['TICK_SECONDS = "1"'],
+        "app.schedule": ['tick = {schedule = "*/5 * * * *", command = "python -m spool.tick"}']})
+    assert "found: the Procfile's worker: python -m spool.worker" in printed
+    try:
+        yield checkout, Http(port), root / "spool"
+    finally:
+        modelhost(checkout, "stop")
+        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+        kept = "".join(line + "\n" for line in current.splitlines() if str(root) not in line)
+        subprocess.run(["crontab", "-"], input=kept, text=True, check=True)
+
+
+def crontab_line(root: Path) -> str:
+    lines = [line for line in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout.splitlines()
+             if str(root) in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def worker_pid(checkout: Path) -> int:
+    line = next(line for line in ok(modelhost(checkout, "status")).splitlines() if "spool-worker" in line)
+    found = re.search(r"RUNNING\s+pid (\d+)", line)
+    assert found, line
+    return int(found.group(1))
+
+
+def test_a_worker_and_a_schedule_on_this_machine(spool_here):
+    checkout, site, root = spool_here
+    data = root / "data"
+    out = ok(modelhost(checkout, "deploy"))
+    assert re.search(r"processes +changed .*started worker", out), out
+    assert re.search(r"schedule +changed .*tick \(\*/5 \* \* \* \*\) in your crontab", out), out
+    first = done(site, submit(site, 1))
+    live = first["release"]
+    assert (root / "releases" / live).is_dir() and first["pid"] == worker_pid(checkout)
+
+    # A deploy of a new revision: the worker finishes the job in hand, then starts again on the new
+    # release; queued work waits for it and none is lost.
+    queued = [submit(site, 16) for _ in range(3)]  # 8 s each: the deploy ends before the queue does
+    (checkout / "README.md").write_text("changed\n")
+    commit_all(checkout, "a change")
+    out = ok(modelhost(checkout, "deploy"))
+    assert re.search(r"processes +changed .*restarted worker", out), out
+    results = [done(site, j, timeout=90) for j in queued]
+    new = results[-1]["release"]
+    assert new != live and (root / "releases" / new).is_dir(), results
+    assert results[0]["release"] == live, "the job in hand was not finished by the old worker"
+    assert all(r["state"] == "done" for r in results)
+    status = ok(modelhost(checkout, "status"))
+    assert re.search(rf"spool-worker +RUNNING +pid \d+, up \S+ +release {new}", status), status
+
+    # kill -9 mid-job: supervisor starts it again, and the job is done by the new process.
+    job_id = submit(site, 6)
+    eventually(lambda: job(site, job_id)["state"] == "work", 30)
+    killed = worker_pid(checkout)
+    os.kill(killed, signal.SIGKILL)
+    result = done(site, job_id, timeout=90)
+    assert result["pid"] != killed
+    assert "was interrupted; queued again" in ok(modelhost(checkout, "logs", "--what", "worker"))
+
+    # The job, run as cron runs the line: one run at a time, held while a deploy holds its lock.
+    line = crontab_line(root)
+    command = line.split(" ", 5)[5]
+    assert command.endswith(f"  # modelhost job: {root}") and "--job tick" in command
+    run = lambda: subprocess.Popen(["sh", "-c", command], env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    a, b = run(), run()
+    assert a.wait(30) == 0 and b.wait(30) == 0
+    found = ticks(data)
+    never_overlap(found)
+    assert len(found) == 2, f"two runs at once: {found}"
+    log = (root / "log" / "schedule" / "tick.log").read_text()
+    assert "skipped: the run before is still going" in log and f"start in {root / 'releases' / new}" in log
+    lock = root / "deploy.lock"
+    lock.mkdir()
+    held = run()
+    time.sleep(2)
+    assert held.poll() is None and len(ticks(data)) == 2, "a run started while a deploy held its lock"
+    lock.rmdir()
+    assert held.wait(30) == 0 and len(ticks(data)) == 4
+    status = ok(modelhost(checkout, "status"))
+    assert re.search(r"tick +\*/5 \* \* \* \* +last .*exit 0 after [\d.]+ s", status), status
+    assert re.search(r"next \d{4}-\d\d-\d\d \d\d:\d[05]:00", status), status
+    assert "tick in" in ok(modelhost(checkout, "logs", "--what", "tick"))
+
+    # Taken out of deploy.toml: the worker stops and its program goes; the crontab line goes.
+    settings = checkout / "deploy.toml"
+    text = re.sub(r"\[app\.processes\][^\[]*", "", settings.read_text())
+    settings.write_text(re.sub(r"\[app\.schedule\][^\[]*", "", text))
+    commit_all(checkout, "no background work")
+    out = ok(modelhost(checkout, "deploy"))
+    assert re.search(r"processes +changed .*removed spool-worker", out), out
+    assert re.search(r"schedule +changed", out), out
+    assert not (root.parent / "supervisor" / "conf.d" / "spool-processes.conf").exists()
+    assert str(root) not in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+    assert "spool-worker" not in ok(modelhost(checkout, "status"))
