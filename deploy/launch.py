@@ -102,7 +102,16 @@ def job(config: dict, name: str) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.line(f"skipped: the run before is still going ({read_json(result_file).get('pid', '?')})")
+        going = read_json(result_file).get("running", {})
+        log.line(f"skipped: the run before is still going (pid {going.get('pid', '?')})")
+        return 0
+    # A systemd timer that elapses while its service runs starts it again right after; cron's second
+    # run finds the lock taken. Both mean the same: a run due while the one before went is skipped.
+    due = os.environ.get("TRIGGER_TIMER_REALTIME_USEC", "")
+    ended = read_json(result_file).get("finished_at", 0)
+    if due.isdigit() and int(due) / 1e6 < ended:
+        log.line(f"skipped: due at {datetime.fromtimestamp(int(due) / 1e6).astimezone().isoformat(timespec='seconds')}"
+                 ", while the run before was still going")
         return 0
     waited = wait_for_deploy(config["deploy_lock"])
     if waited is None:
@@ -124,8 +133,8 @@ def job(config: dict, name: str) -> int:
     code = child.wait()
     seconds = round(time.monotonic() - clock, 3)
     log.line(f"exit {code} after {seconds} s")
-    write_json(result_file, {"started": started, "finished": now(), "seconds": seconds, "exit": code,
-                             "release": os.path.basename(release)})
+    write_json(result_file, {"started": started, "finished": now(), "finished_at": time.time(), "seconds": seconds,
+                             "exit": code, "release": os.path.basename(release)})
     return 0 if code == 0 else 1
 
 

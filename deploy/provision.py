@@ -3,7 +3,8 @@
 Each step looks first and changes only what differs, so a second run changes nothing, says so,
 and costs a handful of quick commands (no `apt-get update` unless a package is missing):
 
-    packages     nginx, supervisor, python3-venv, procps (ps), installed with apt when missing
+    packages     nginx, supervisor, python3-venv, procps (ps), installed with apt when missing; cron
+                 for [app.schedule] on a host without systemd
     user         the app's system user: no login shell, home /srv/<app>
     directories  the layout's directories with their owners and modes (deploy/layout.py)
     boot         the socket directory /run/<app> made again at boot (/run is emptied):
@@ -23,11 +24,13 @@ from deploy import commands
 from deploy.context import Context, DeployError
 from deploy.parts import ensure_directories
 from deploy.render import (KEEPER, RESTART_SECONDS, keeper_init, keeper_script, logrotate_conf, restart_dropin,
-                           tmpfiles_conf)
+                           timers, tmpfiles_conf)
 from deploy.target import CommandFailed
 
-PACKAGES = ["nginx", "supervisor", "python3-venv", "procps", "logrotate"]
-SERVICES = ["nginx", "supervisor"]  # supervisor only when it runs the app ([app] process_manager)
+PACKAGES = ["nginx", "supervisor", "python3-venv", "procps", "logrotate", "cron"]
+# supervisor only when it runs the app ([app] process_manager); cron only for [app.schedule] without systemd
+SERVICES = ["nginx", "supervisor", "cron"]
+KEPT = ["nginx", "supervisor"]  # started again within seconds when they die (the keepers)
 NOLOGIN = "/usr/sbin/nologin"
 KEEPER_SERVICE = "modelhost-keeper"
 
@@ -49,7 +52,11 @@ def provision(ctx: Context) -> None:
 
 
 def wanted(ctx: Context, names: list[str]) -> list[str]:
-    return [name for name in names if name != "supervisor" or ctx.programs.package == "supervisor"]
+    """The packages (or services) of names this host needs: supervisor when it runs the app, cron when the
+    app has scheduled jobs and no systemd timers to run them."""
+    needs = {"supervisor": ctx.programs.package == "supervisor",
+             "cron": bool(ctx.settings.app.schedule) and not timers(ctx.layout, ctx.facts)}
+    return [name for name in names if needs.get(name, True)]
 
 
 def install_missing(ctx: Context, packages: list[str], recommends: bool = True) -> list[str]:
@@ -169,7 +176,7 @@ def ensure_services(ctx: Context) -> None:
 def ensure_keepers(ctx: Context) -> None:
     """nginx and the process manager come back by themselves when they die, and what the dead one
     left (nginx's workers on the ports, gunicorn on the app's sockets) is stopped first."""
-    services, systemd = wanted(ctx, SERVICES), ctx.facts.systemd
+    services, systemd = wanted(ctx, KEPT), ctx.facts.systemd
     with ctx.step("keepers") as step:
         if systemd:
             changed = False

@@ -165,3 +165,134 @@ def test_a_worker_and_a_schedule_on_this_machine(spool_here):
     assert not (root.parent / "supervisor" / "conf.d" / "spool-processes.conf").exists()
     assert str(root) not in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
     assert "spool-worker" not in ok(modelhost(checkout, "status"))
+
+
+# ---- the test hosts: systemd units and a timer; supervisor and cron -----------------------------
+
+MISSING = hosts.missing_requirements() or (None if os.geteuid() == 0 else "needs root (debootstrap, unshare)")
+# Each flavor's way: the process manager, and a schedule as short as its scheduler allows.
+FLAVORS = {"systemd": ("systemd", "*:*:0/5", 5), "service": ("supervisor", "* * * * *", 60)}
+
+
+@pytest.fixture(scope="module")
+def own_hosts(tmp_path_factory):
+    """Hosts of this module's own, so the session's shared hosts stay fresh for test_remote.py."""
+    workdir = tmp_path_factory.mktemp("background-hosts")
+    key = hosts.make_client_key(workdir)
+    started = {}
+    try:
+        for flavor in FLAVORS:
+            started[flavor] = hosts.start_host(flavor, None, workdir, key)
+        yield started
+    finally:
+        for host in started.values():
+            host.stop()
+            assert not host.processes(), f"{host.name} left processes"
+
+
+class LockWatch(threading.Thread):
+    """When a deploy's lock directory was seen on the host (polled every 50 ms)."""
+
+    def __init__(self, lock: Path):
+        super().__init__(daemon=True)
+        self.lock, self.seen, self.stopping = lock, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.05):
+            if self.lock.exists():
+                self.seen.append(time.time())
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.join()
+
+
+@pytest.mark.skipif(MISSING is not None, reason=f"test hosts: {MISSING}")
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
+    host = own_hosts[flavor]
+    manager, schedule, period = FLAVORS[flavor]
+    checkout = new_checkout(SPOOL, tmp_path)
+    initialised(SPOOL, checkout, {
+        "app": [f'process_manager = "{manager}"'], "deploy": ["keep_releases = 3"],
+        "nginx": ['server_names = ["spool.test"]', f'address = "{host.address}"'],
+        "app.env": ['TICK_SECONDS = "1"'],
+        "app.schedule": [f'tick = {{schedule = "{schedule}", command = "python -m spool.tick"}}']})
+    known = tmp_path / "known_hosts"
+    known.write_text(host.known_hosts_line() + "\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {host.address}\n  IdentityFile {host.key}\n  IdentitiesOnly yes\n"
+                      f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n")
+
+    def task(*args: str) -> str:
+        return ok(modelhost(checkout, "-S", str(config), "-H", f"root@{host.address}", *args))
+
+    out = task("provision")
+    if flavor == "service":
+        assert re.search(r"packages .*installed .*cron", out), out
+    out = task("deploy")
+    assert re.search(r"processes +changed .*started worker", out), out
+    where = "systemd timers" if flavor == "systemd" else "/etc/cron.d/spool"
+    assert re.search(rf"schedule +changed .*tick \({re.escape(schedule)}\) in {re.escape(where)}", out), out
+    site = Http(80, "spool.test", host.address)
+    data = host.root / "var/lib/spool"
+    live = done(site, submit(site, 1))["release"]
+    if flavor == "systemd":
+        unit = (host.root / "etc/systemd/system/spool-worker@.service").read_text()
+        assert "User=spool" in unit and "ExecStart=/usr/bin/python3 /etc/spool/launch.py" in unit
+        assert "OnCalendar=*-*-* *:*:0/5" in (host.root / "etc/systemd/system/spool-tick.timer").read_text()
+    else:
+        line = (host.root / "etc/cron.d/spool").read_text().splitlines()[-1]
+        assert line == "* * * * * root /usr/bin/python3 /etc/spool/launch.py /etc/spool/launch.json --job tick"
+    # The worker runs as the app's user; the job's output goes to its log.
+    pid = int(re.search(r"spool-worker\S* +RUNNING +pid (\d+)", task("status")).group(1))
+    assert host.ssh(f"ps -o user= -p {pid}").stdout.strip() == "spool"
+
+    # A deploy of a new revision while jobs are queued and the schedule fires: the worker finishes the
+    # job in hand and starts again on the new release; no run of the job starts while the lock is held.
+    queued = [submit(site, 16) for _ in range(3)]
+    (checkout / "README.md").write_text("changed\n")
+    commit_all(checkout, "a change")
+    with LockWatch(host.root / "srv/spool/deploy.lock") as watch:
+        out = task("deploy")
+    assert re.search(r"processes +changed .*restarted worker", out), out
+    results = [done(site, j, timeout=120) for j in queued]
+    new = results[-1]["release"]
+    assert new != live and results[0]["release"] == live, results
+    assert watch.seen, "the deploy's lock was never seen"
+    held = (watch.seen[0] + 0.1, watch.seen[-1] - 0.1)
+    eventually(lambda: any(r == new for kind, _, r, _ in ticks(data) if kind == "end"), period * 2 + 30)
+    found = ticks(data)
+    never_overlap(found)
+    starts = [at for kind, at, _, _ in found if kind == "start"]
+    assert not [at for at in starts if held[0] < at < held[1]], f"a run started while the deploy held its lock {held}"
+    log = (host.root / "var/log/spool/schedule/tick.log").read_text()
+    # A run due while the lock was held waited and ran after it; one due while a run went was skipped.
+    assert "after waiting" in log and "exit 0" in log, log
+    assert all(b - a > period * 0.7 for a, b in zip(starts, starts[1:])), f"more than one run a period: {found}\n{log}"
+    status = task("status")
+    assert re.search(r"tick +.* last .*exit 0 after [\d.]+ s, release", status), status
+    assert "tick in" in task("logs", "--what", "tick")
+
+    # kill -9 mid-job: the process manager starts the worker again, which finishes the job.
+    job_id = submit(site, 6)
+    eventually(lambda: job(site, job_id)["state"] == "work", 30)
+    pid = int(re.search(r"spool-worker\S* +RUNNING +pid (\d+)", task("status")).group(1))
+    host.ssh(f"kill -9 {pid}")
+    assert done(site, job_id, timeout=90)["pid"] != pid
+
+    # Taken out: the worker's unit or program and the job's timer or cron file go.
+    settings = checkout / "deploy.toml"
+    text = re.sub(r"\[app\.processes\][^\[]*", "", settings.read_text())
+    settings.write_text(re.sub(r"\[app\.schedule\][^\[]*", "", text))
+    commit_all(checkout, "no background work")
+    out = task("deploy")
+    assert re.search(r"processes +changed .*removed spool-worker", out), out
+    leftovers = ["etc/systemd/system/spool-worker@.service", "etc/systemd/system/spool-tick.timer",
+                 "etc/supervisor/conf.d/spool-processes.conf", "etc/cron.d/spool"]
+    assert not [p for p in leftovers if (host.root / p).exists()]
+    assert "spool-worker" not in host.ssh("ps -eo args").stdout
