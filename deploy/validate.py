@@ -157,4 +157,14 @@ def check_rendered(local: Target, apps: list[App], facts: HostFacts, scratch: Pa
                 unit = scratch / f"{app.layout.app}@{color}.service"
                 shutil.copyfile(app.layout.systemd_dir / f"{app.layout.app}@.service", unit)
                 run(commands.systemd_verify(unit), f"systemd-analyze verify: {unit.name}")
+    background = [f for f in files if f.reader in ("processes", "schedule") and f.destination.suffix in (
+        ".service", ".timer")]
+    if background and shutil.which("systemd-analyze"):
+        units = scratch / "units"
+        units.mkdir(exist_ok=True)
+        for file in background:  # a template unit is checked as its first instance; a timer beside its service
+            name = file.destination.name.replace("@.service", "@1.service")
+            write(units / name, file.content)
+        for unit in sorted(units.iterdir()):
+            run(commands.systemd_verify(unit), f"systemd-analyze verify: {unit.name}")
     return passed

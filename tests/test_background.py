@@ -108,7 +108,7 @@ def test_a_worker_and_a_schedule_on_this_machine(spool_here):
 
     # A deploy of a new revision: the worker finishes the job in hand, then starts again on the new
     # release; queued work waits for it and none is lost.
-    queued = [submit(site, 16) for _ in range(3)]  # 8 s each: the deploy ends before the queue does
+    queued = [submit(site, 16) for _ in range(5)]  # 8 s each: the deploy ends before the queue does
     (checkout / "README.md").write_text("changed\n")
     commit_all(checkout, "a change")
     out = ok(modelhost(checkout, "deploy"))
@@ -254,7 +254,7 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
 
     # A deploy of a new revision while jobs are queued and the schedule fires: the worker finishes the
     # job in hand and starts again on the new release; no run of the job starts while the lock is held.
-    queued = [submit(site, 16) for _ in range(3)]
+    queued = [submit(site, 16) for _ in range(5)]
     (checkout / "README.md").write_text("changed\n")
     commit_all(checkout, "a change")
     with LockWatch(host.root / "srv/spool/deploy.lock") as watch:
@@ -262,7 +262,8 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     assert re.search(r"processes +changed .*restarted worker", out), out
     results = [done(site, j, timeout=120) for j in queued]
     new = results[-1]["release"]
-    assert new != live and results[0]["release"] == live, results
+    logs = host.ssh("tail -n 30 /var/log/spool/worker.log /var/log/supervisor/supervisord.log").stdout
+    assert new != live and results[0]["release"] == live, f"{results}\n{out}\n{logs}"
     assert watch.seen, "the deploy's lock was never seen"
     held = (watch.seen[0] + 0.1, watch.seen[-1] - 0.1)
     eventually(lambda: any(r == new for kind, _, r, _ in ticks(data) if kind == "end"), period * 2 + 30)
