@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import certificate, commands, expose, state
+from deploy import certificate, commands, expose, firewall, state
 from deploy.context import Context, DeployError
 from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
@@ -121,6 +121,7 @@ class Status:
     through_nginx: str = ""  # its answer through nginx
     certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
     tunnel: str = ""  # with [expose]: the tunnel to the relay, and its last end-to-end check
+    firewall: str = ""  # on a host: which firewall, whether on, what it lets in
     memory: str = ""  # what the live release's workers use: the largest readings so far, with one taken now
 
 
@@ -149,6 +150,8 @@ def status(ctx: Context) -> Status:
         result.certificate = certificate.describe(ctx)
     if ctx.settings.expose.domain:
         result.tunnel = expose.describe(ctx)
+    if ctx.layout.needs_provision:  # a host's firewall is provision's
+        result.firewall = firewall.describe(ctx)
     return result
 
 

@@ -331,6 +331,8 @@ def status(c, settings=None):
         print(f"  {'certificate':<{width}}{s.certificate}")
     if s.tunnel:
         print(f"  {'tunnel':<{width}}{s.tunnel}")
+    if s.firewall:
+        print(f"  {'firewall':<{width}}{s.firewall}")
     print(f"  {'host':<{width}}{d.facts.describe()}")
     for label, text in health_lines(d.facts.health):
         print(f"  {label:<{width}}{text}")
