@@ -369,6 +369,8 @@ def describe(ctx: Context) -> str:
     if not ctx.settings.firewall.enabled:
         return "off ([firewall] enabled = false)" + (f"; provision leaves it alone: {live}" if live else "")
     if not live:
-        return ("ufw inactive" if state.ufw else "none") + ": fab provision turns it on"
+        off = ("ufw inactive" if state.ufw else "nftables: table inet modelhost not loaded" if state.ruleset
+               else "none")
+        return f"{off}: fab provision turns it on"
     note = site_ports(ctx.settings)[1]
     return f"{live}; the rest of incoming dropped" + (f"; {note}" if note else "")
