@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import background, certificate, commands, expose, state
+from deploy import background, certificate, commands, expose, firewall, state
 from deploy.context import Context, DeployError
 from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
@@ -125,6 +125,7 @@ class Status:
     through_nginx: str = ""  # its answer through nginx
     certificate: str = ""  # with [nginx] tls on a host: the certificate's names and expiry
     tunnel: str = ""  # with [expose]: the tunnel to the relay, and its last end-to-end check
+    firewall: str = ""  # on a host: which firewall, whether on, what it lets in
     memory: str = ""  # what the live release's workers use: the largest readings so far, with one taken now
     processes: list[tuple[str, str]] = field(default_factory=list)  # (name, state) per copy of each process
     jobs: list[background.JobStatus] = field(default_factory=list)
@@ -157,6 +158,8 @@ def status(ctx: Context) -> Status:
         result.tunnel = expose.describe(ctx)
     result.processes = background.process_lines(ctx)
     result.jobs = background.job_statuses(ctx)
+    if ctx.layout.needs_provision:  # a host's firewall is provision's
+        result.firewall = firewall.describe(ctx)
     return result
 
 

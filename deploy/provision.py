@@ -15,6 +15,10 @@ and costs a handful of quick commands (no `apt-get update` unless a package is m
     keepers      nginx and supervisor started again within seconds when they die, with what the
                  dead one left stopped first: systemd drop-ins (Restart=, KillMode=control-group),
                  or on init.d hosts the modelhost-keeper daemon
+    firewall     ufw (else nftables) on: only SSH, on the port this session came in on, and the site's
+                 ports come in (none with [expose]); checked with a new SSH connection, under a timer
+                 that turns it off again unless the check passes (deploy/firewall.py). Off with
+                 [firewall] enabled = false
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from deploy import commands
 from deploy.context import Context, DeployError
+from deploy.firewall import ensure_firewall
 from deploy.parts import ensure_directories
 from deploy.render import (KEEPER, RESTART_SECONDS, keeper_init, keeper_script, logrotate_conf, restart_dropin,
                            timers, tmpfiles_conf)
@@ -49,6 +54,7 @@ def provision(ctx: Context) -> None:
     ensure_nginx_site(ctx)
     ensure_services(ctx)
     ensure_keepers(ctx)
+    ensure_firewall(ctx)
 
 
 def wanted(ctx: Context, names: list[str]) -> list[str]:

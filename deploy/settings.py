@@ -6,6 +6,7 @@ and the README's settings table (`python -m deploy.settings --readme` rewrites i
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import sys
 import tomllib
@@ -169,6 +170,23 @@ ADDRESS = matching(r"([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\])?",
                    '"" (every address), an IPv4 address such as "10.0.0.5", or an IPv6 one in brackets')
 NETWORK = matching(r"[0-9a-fA-F.:]+(/[0-9]{1,3})?|all", 'an address or network such as "127.0.0.1" or "10.0.0.0/8"')
 
+
+def _firewall_rule(value) -> str:
+    """"PORT[/PROTO][ from ADDRESS[/PREFIX]]", written the one way the firewall step reads it back."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = re.fullmatch(r"\s*([0-9]{1,5})(?:/(tcp|udp))?(?:\s+from\s+(\S+))?\s*", value)
+    _require(match is not None and 1 <= int(match[1]) <= 65535)
+    rule = f"{int(match[1])}/{match[2] or 'tcp'}"
+    if match[3]:
+        network = ipaddress.ip_network(match[3], strict=False)  # ValueError: not an address or network
+        whole = network.prefixlen == network.max_prefixlen
+        rule += f" from {network.network_address if whole else network}"
+    return rule
+
+
+FIREWALL_RULE = Check('a port to let in, with its protocol and a source if need be: 8080, "51820/udp", '
+                      '"9100/tcp from 192.168.1.0/24"', _firewall_rule)
 
 # The names a machine has for itself: never the name others reach a site by.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -341,6 +359,11 @@ SETTINGS = [
     Setting("expose.relay_listen", "", 'The address the relay\'s nginx listens on ("" for every address).', ADDRESS),
     Setting("expose.check_seconds", 30, "How often the tunnel checks the public URL end to end; after 3 failures in "
             "a row it connects again.", integer(5, 3600)),
+    Setting("firewall.enabled", True,
+            "fab provision turns on a firewall (ufw, else nftables) that lets in only SSH, on the port provision "
+            "came in on, and the site's ports; false leaves the host's firewall as it is.", boolean()),
+    Setting("firewall.allow", (), "More ports the firewall lets in, for everyone or from an address or network "
+            "(monitoring, a VPN).", list_of(FIREWALL_RULE)),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
     Setting("local.start_at_boot", False, "Start the local target's supervisord (and so nginx and the live app) "

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from fabric import Connection
 from invoke.exceptions import AuthFailure, CommandTimedOut
 from paramiko import AuthenticationException, BadHostKeyException, MissingHostKeyPolicy, SSHException, WarningPolicy
 from paramiko.ssh_exception import NoValidConnectionsError
@@ -120,6 +122,28 @@ class Target:
         with stdin, this terminal's input going to it; returns its exit status."""
         run, command = self.runner(shlex.join(argv))
         return self.connected(run, command, pty=False, warn=True, in_stream=None if stdin else False).exited
+
+    def connects_again(self, timeout: float = 20) -> str | None:
+        """Whether a new SSH connection to this host, made as this one was (the same SSH config, keys,
+        jump host, host keys checked), logs in and runs a command: None when it does, else why not.
+        After a firewall change the session in use proves nothing: the firewall lets it go on."""
+        old = self.context
+        fresh = Connection(old.original_host, user=old.user, port=old.port, config=old.config,
+                           connect_timeout=int(timeout), connect_kwargs=dict(old.connect_kwargs))
+        transport_log = logging.getLogger("paramiko.transport")  # its thread prints a traceback of what we return
+        level = transport_log.level
+        transport_log.setLevel(logging.CRITICAL)
+        try:
+            check_host_keys(fresh)
+            result = fresh.run("true", hide=True, warn=True, timeout=timeout, in_stream=False)
+        except CommandTimedOut:
+            return f"it logged in, but `true` gave no answer within {timeout:g} s"
+        except (SSHException, OSError) as exc:
+            return connection_error(fresh, exc)
+        finally:
+            fresh.close()
+            transport_log.setLevel(level)
+        return None if result.exited == 0 else f"it logged in, but `true` exited {result.exited}"
 
     def read(self, path: Path) -> str | None:
         """A text file's content; None when it does not exist."""

@@ -306,7 +306,8 @@ def rollback(c, settings=None, to=None, break_lock=False):
 @task_errors
 def status(c, settings=None):
     """Show what runs (supervisord, both gunicorn programs, the app's processes, the live release, readiness,
-    nginx, its scheduled jobs) and how the machine is doing (memory, and what a board reports: power, temperature, storage, swap)."""
+    nginx, its scheduled jobs, the firewall) and how the machine is doing (memory, and what a board reports:
+    power, temperature, storage, swap)."""
     d = target_context(c, settings)
     s = deployment.status(d)
     width = max(len(name) for name in [p.name for p in s.programs] + [n for n, _ in s.processes]) + 2
@@ -336,6 +337,8 @@ def status(c, settings=None):
     for job in s.jobs:
         print(f"  {job.name:<{width}}{job.schedule}  last {job.last or 'none yet'}"
               + (f"; running {job.running}" if job.running else "") + f"; next {job.next}")
+    if s.firewall:
+        print(f"  {'firewall':<{width}}{s.firewall}")
     print(f"  {'host':<{width}}{d.facts.describe()}")
     for label, text in health_lines(d.facts.health):
         print(f"  {label:<{width}}{text}")

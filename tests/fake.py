@@ -45,6 +45,7 @@ class FakeTarget:
         self.smoke = {"status": 200, "body": json.dumps({"name": "demo", "version": "v1", "sha256": "abc123"})}
         self.start_fails: set[str] = set()
         self.nginx_refuses = ""  # nginx -t's complaint, "" when it passes
+        self.reconnect_fails = ""  # why a new SSH connection fails, "" when it logs in
 
     # ---- the Target interface ----------------------------------------------------------------
 
@@ -61,6 +62,10 @@ class FakeTarget:
 
     def read(self, path: Path) -> str | None:
         return self.files.get(Path(path))
+
+    def connects_again(self, timeout: float = 20) -> str | None:
+        self.commands.append("connects again")
+        return self.reconnect_fails or None
 
     def write(self, path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
         if self.files.get(Path(path)) == text:

@@ -8,7 +8,12 @@ all of 127.0.0.0/8 is on lo) port 22, and tests read the host's files directly u
 
 A host that others must not reach (a home server behind its router) gets a network namespace of
 its own instead (`start_host(..., network=True)`, see `Network`): it connects out through the
-controller's NAT, nothing connects in, and the controller's ssh enters through the namespace.
+controller's NAT, nothing connects in, and the controller's ssh enters through the namespace. With
+`inbound=True` as well, the controller connects to it as to a server on the internet, and nothing
+but the host's own firewall stands in between: the one kind of host where a test may turn a
+firewall on. On every host that shares the controller's network namespace, apt is pinned so that it
+installs no firewall tool (`NO_FIREWALL`): a firewall there would filter the controller's own
+traffic, so provision fails instead of taking the machine's network down.
 
 Flavors:
 - "systemd": systemd is PID 1 (like Ubuntu or Raspberry Pi OS); services are run by systemctl.
@@ -97,6 +102,16 @@ POLICY_RC_D = """#!/bin/sh
 # Test host: a package's postinst never starts its daemon (as in Docker's Debian images);
 # `service x start` and `systemctl start x` are not affected.
 exit 101
+"""
+
+# On hosts in the controller's network namespace: no firewall tool can be installed (ufw or nftables
+# rules there would be the controller's own). A pin, not a missing package: provision's firewall step
+# then fails with apt's word for it instead of touching the network.
+NO_FIREWALL = """# Test host in the controller's network namespace: no firewall tool, its rules would be the
+# controller's (tests/hosts.py). Hosts with a network namespace of their own do not have this file.
+Package: ufw nftables firewalld
+Pin: release *
+Pin-Priority: -1
 """
 
 SERVICE_INIT = "/usr/local/sbin/test-host-init"
@@ -353,7 +368,7 @@ class TestHost:
     def ssh_argv(self, user: str = "root") -> list[str]:
         """ssh to this host as user with the test key, checking its host key strictly; append the
         remote command. Ignores the controller's ssh config and known hosts."""
-        proxy = ["-o", f"ProxyCommand={self.proxy_command}"] if self.network else []
+        proxy = ["-o", f"ProxyCommand={self.proxy_command}"] if self.network and not self.network.inbound else []
         return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-p", str(SSH_PORT),
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
@@ -416,12 +431,13 @@ class TestHost:
 
 def start_host(flavor: str, address: str | None, workdir: Path, key: Path, arch: str = "amd64",
                name: str | None = None, timeout: float = START_TIMEOUT, network: bool = False,
-               also_listen: tuple[str, ...] = ()) -> TestHost:
+               also_listen: tuple[str, ...] = (), inbound: bool = False) -> TestHost:
     """A running host of this flavor with sshd on address:22 (None: the first free one from
     127.0.0.2), in workdir/<name>. With network, the host gets a network namespace of its own
     behind "NAT" instead (see Network; address must be None): nothing outside can connect to it, and
-    the controller's ssh reaches it through TestHost.proxy_command. also_listen: more addresses of
-    the controller for sshd (a Network's gateway, where hosts behind it reach this one).
+    the controller's ssh reaches it through TestHost.proxy_command; with inbound too, the controller
+    connects to it directly (only the host's own firewall, if any, stands in between). also_listen:
+    more addresses of the controller for sshd (a Network's gateway, where hosts behind it reach this one).
 
     key is the private key that root, deployer and nopass accept (its public half beside it as
     key.pub, see `make_client_key`). The rootfs is built first when not cached. Raises HostError,
@@ -437,7 +453,9 @@ def start_host(flavor: str, address: str | None, workdir: Path, key: Path, arch:
     public_key = Path(f"{key}.pub").read_text().strip()
     if network and address is not None:
         raise HostError("a host with a network of its own gets its address from it: give address=None")
-    behind = make_network() if network else None
+    if inbound and not network:
+        raise HostError("inbound is for a host with a network of its own: give network=True")
+    behind = make_network(inbound) if network else None
     address, address_lock = (behind.address, None) if behind else claim_address(address)
     try:
         directory = host_directory(Path(workdir), name or f"{flavor}-{address.replace('.', '-')}", not name)
@@ -528,17 +546,18 @@ class Network:
     `address` (one /30 of NETWORK_RANGE). Its outbound traffic is masqueraded by the controller
     (net.ipv4.ip_forward on, an nftables table of its own), so the host reaches apt, PyPI and the
     controller's loopback-free addresses (another host's also_listen); inside, nftables drops every
-    connection that does not start there, so nothing outside can connect to it. `remove()` takes
-    it all away.
+    connection that does not start there, so nothing outside can connect to it; with inbound,
+    everything may (only the host's own firewall stands in between). `remove()` takes it all away.
     """
 
-    def __init__(self, index: int, lock):
+    def __init__(self, index: int, lock, inbound: bool = False):
         subnet = list(NETWORK_RANGE.subnets(new_prefix=30))[index]
         self.name = f"mhnet{index}"
         self.gateway, self.address = str(subnet[1]), str(subnet[2])
         self.subnet = str(subnet)
         self.outside, self.inside = f"{self.name}c", f"{self.name}h"
         self.lock = lock
+        self.inbound = inbound
         self.removed = False
 
     def __repr__(self) -> str:
@@ -558,9 +577,10 @@ class Network:
         for link in ("lo", self.inside):
             run(["ip", "-n", self.name, "link", "set", link, "up"])
         run(["ip", "-n", self.name, "route", "add", "default", "via", self.gateway])
-        self.run("nft", "-f", "-", input=(
-            "table inet modelhost_test {\n  chain input {\n    type filter hook input priority 0; policy drop;\n"
-            '    iifname "lo" accept\n    ct state established,related accept\n  }\n}\n'))
+        if not self.inbound:
+            self.run("nft", "-f", "-", input=(
+                "table inet modelhost_test {\n  chain input {\n    type filter hook input priority 0; policy drop;\n"
+                '    iifname "lo" accept\n    ct state established,related accept\n  }\n}\n'))
         run(["nft", "-f", "-"], input=(
             f"table ip {self.name} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n"
             f'    ip saddr {self.subnet} oifname != "{self.outside}" masquerade\n  }}\n}}\n'))
@@ -588,9 +608,9 @@ class Network:
         self.removed = True
 
 
-def make_network() -> Network:
+def make_network(inbound: bool = False) -> Network:
     """The first free Network (a lock per /30, as for addresses), after checking that the machine
-    has no address or route in NETWORK_RANGE but ours."""
+    has no address or route in NETWORK_RANGE but ours; with inbound, one that lets connections in."""
     missing = [tool for tool in ("ip", "nft", "nc") if not shutil.which(tool, path=PATH)]
     if missing:
         raise HostError(f"a host behind NAT needs {', '.join(missing)}: apt-get install -y iproute2 nftables "
@@ -615,7 +635,7 @@ def make_network() -> Network:
         except BlockingIOError:
             handle.close()
             continue
-        network = Network(index, handle)
+        network = Network(index, handle, inbound)
         subprocess.run(["ip", "netns", "del", network.name], capture_output=True)  # a killed run's
         subprocess.run(["ip", "link", "del", network.outside], capture_output=True)
         subprocess.run(["nft", "delete", "table", "ip", network.name], capture_output=True)
@@ -658,6 +678,8 @@ def configure(host: TestHost, public_key: str, also_listen: tuple[str, ...] = ()
     write(root / "etc/pip.conf", "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
     listens = "".join(f"ListenAddress {address}:{SSH_PORT}\n" for address in (host.address, *also_listen))
     write(root / "etc/ssh/sshd_config.d/test-host.conf", f"# Test host: only its own address.\n{listens}")
+    if not host.network:
+        write(root / "etc/apt/preferences.d/test-host-no-firewall", NO_FIREWALL)
     # The controller's ssh-keygen writes under the root prefix: no qemu for a foreign arch.
     run(["ssh-keygen", "-A", "-f", str(root)])
     lines = [f"{host.address} {' '.join(pub.read_text().split()[:2])}"
@@ -739,7 +761,11 @@ def launch(host: TestHost) -> None:
         env["container"] = "other"  # systemd then runs as a container's init
     argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
             "--uts", "--ipc", "sh", "-c", start_script(host)]
-    if host.network:  # ip netns exec execs unshare in the namespace: still unshare's pid
+    if host.network and host.flavor == "systemd":
+        # nsenter, not ip netns exec: that mounts a sysfs of its own on /sys, which hides the cgroup
+        # hierarchies mounted below it, and a systemd host joins one (its /sys is the controller's).
+        argv = ["nsenter", f"--net=/run/netns/{host.network.name}", *argv]
+    elif host.network:  # ip netns exec execs unshare in the namespace: still unshare's pid
         argv = ["ip", "netns", "exec", host.network.name, *argv]
     with open(host.log, "wb") as log:
         host.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

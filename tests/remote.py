@@ -42,8 +42,14 @@ class Site:
 
 
 def make_site(host: hosts.TestHost, base: Path, model: Path, app: str = APP, manager: str = "supervisor",
-              names: str = "") -> Site:
-    """An app checkout for this host (nginx on its address) and an SSH config that trusts its key."""
+              names: str = "", firewall: bool = False) -> Site:
+    """An app checkout for this host (nginx on its address) and an SSH config that trusts its key.
+
+    The firewall is off unless asked for: provision may turn one on only on a host with a network
+    namespace of its own that lets the controller in (see tests/hosts.py); elsewhere its rules would
+    filter this machine's own traffic, or shut the controller's ssh out."""
+    if firewall and not (host.network and host.network.inbound):
+        raise hosts.HostError(f"{host.name} shares this machine's network (or lets nothing in): no firewall there")
     base.mkdir(parents=True, exist_ok=True)
     known = base / "known_hosts"
     known.write_text(host.known_hosts_line() + "\n")
@@ -65,7 +71,9 @@ static_dir = "app/static"
 [deploy]
 ready_timeout = 120
 keep_releases = 3
-{REFERENCE_DEPLOY}""")
+{REFERENCE_DEPLOY}[firewall]
+enabled = {"true" if firewall else "false"}
+""")
     return Site(host, repo, ssh_config(base / "ssh_config", host, known))
 
 

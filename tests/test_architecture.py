@@ -15,10 +15,11 @@ COMMANDS_LAYER = {*DEPLOY.joinpath("commands").glob("*.py"), DEPLOY / "facts.py"
                   DEPLOY / "probe.py", DEPLOY / "launch.py"}
 # The programs an argument list starts with; a list of them outside the commands layer is a command
 # built where it should not be.
-PROGRAMS = {"apt-get", "cat", "chmod", "chown", "date", "dpkg-query", "env", "find", "getent", "git", "gunicorn",
-            "id", "install", "journalctl", "kill", "ln", "ls", "mkdir", "mktemp", "mv", "nginx", "openssl", "ps",
+PROGRAMS = {"apt-cache", "apt-get", "cat", "chmod", "chown", "date", "dpkg-query", "env", "find", "getent", "git", "gunicorn",
+            "id", "install", "journalctl", "kill", "ln", "ls", "mkdir", "mktemp", "mv", "nft", "nginx", "openssl", "ps",
             "python3", "readlink", "rm", "service", "sh", "stat", "sudo", "supervisorctl", "supervisord",
-            "systemctl", "systemd-analyze", "tail", "tar", "test", "touch", "update-rc.d", "useradd", "usermod"}
+            "systemctl", "systemd-analyze", "systemd-run", "tail", "tar", "test", "touch", "ufw", "update-rc.d", "useradd",
+            "usermod"}
 
 
 def tree(path: Path) -> ast.Module:

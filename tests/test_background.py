@@ -220,6 +220,7 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     initialised(SPOOL, checkout, {
         "app": [f'process_manager = "{manager}"'], "deploy": ["keep_releases = 3"],
         "nginx": ['server_names = ["spool.test"]', f'address = "{host.address}"'],
+        "firewall": ["enabled = false"],  # the host shares this machine's network (tests/test_firewall.py)
         "app.env": ['TICK_SECONDS = "1"'],
         "app.schedule": [f'tick = {{schedule = "{schedule}", command = "python -m spool.tick"}}']})
     known = tmp_path / "known_hosts"
@@ -283,8 +284,10 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     job_id = submit(site, 6)
     eventually(lambda: job(site, job_id)["state"] == "work", 30)
     pid = int(re.search(r"spool-worker\S* +RUNNING +pid (\d+)", task("status")).group(1))
-    host.ssh(f"kill -9 {pid}")
-    assert done(site, job_id, timeout=90)["pid"] != pid
+    killed = host.ssh(f"kill -9 {pid}")
+    assert killed.returncode == 0, killed.stderr
+    result = done(site, job_id, timeout=90)
+    assert result["pid"] != pid, (result, host.ssh("tail -n 20 /var/log/spool/worker.log").stdout)
 
     # Taken out: the worker's unit or program and the job's timer or cron file go.
     settings = checkout / "deploy.toml"

@@ -319,7 +319,8 @@ def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_a_host(sy
     checkout = new_checkout(sample, tmp_path)
     domain = f"{name}.test"
     initialised(sample, checkout, {**sample.hand, "deploy": [*sample.hand.get("deploy", []), "keep_releases = 2"],
-                                   "nginx": [f'server_names = ["{domain}"]', f'address = "{host.address}"']})
+                                   "nginx": [f'server_names = ["{domain}"]', f'address = "{host.address}"'],
+                                   "firewall": ["enabled = false"]})  # the host shares this machine's network
     known = tmp_path / "known_hosts"
     known.write_text(host.known_hosts_line() + "\n")
     config = tmp_path / "ssh_config"

@@ -53,7 +53,8 @@ def test_provision_makes_a_fresh_host_ready(site):
     changed = steps(out)
     assert changed == {"packages": "changed", "user": "changed", "directories": "changed", "boot": "changed",
                        "nginx site": "changed", "services": "changed", "keepers": "changed",
-                       "log rotation": "changed"}, out
+                       "log rotation": "changed", "firewall": "unchanged"}, out
+    assert "off ([firewall] enabled = false)" in out  # a firewall is tested on a host of its own: test_firewall.py
     assert re.search(r"packages .* installed nginx, supervisor, python3-venv(, procps)?(, logrotate)? with apt", out), out
     assert site.on_host(f"getent passwd {APP}").strip().endswith(":/var/lib/modelhost:/usr/sbin/nologin")
     assert APP in site.on_host("id -nG www-data").split()  # nginx reaches the app's sockets
@@ -90,7 +91,7 @@ def test_provision_again_changes_nothing_and_runs_no_apt_get_update(site):
     lists = site.host.root / "var/lib/apt/lists"
     before = sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir())
     out = timed("no-op provision", site, "provision")
-    assert set(steps(out).values()) == {"unchanged"} and " 0 of 8 steps changed something" in out, out
+    assert set(steps(out).values()) == {"unchanged"} and " 0 of 9 steps changed something" in out, out
     assert sorted((p.name, p.stat().st_mtime_ns) for p in lists.iterdir()) == before
 
 
@@ -120,7 +121,7 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_the_hosts_nginx(s
 
 @pytest.mark.arm64
 def test_provision_and_deploy_again_change_nothing(site):
-    assert " 0 of 8 steps changed something" in timed("no-op provision", site, "provision")
+    assert " 0 of 9 steps changed something" in timed("no-op provision", site, "provision")
     out = timed("no-op deploy", site, "deploy")
     assert set(steps(out).values()) == {"unchanged"} and " 0 of 9 steps changed something" in out, out
 

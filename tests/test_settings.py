@@ -60,6 +60,12 @@ def test_every_setting_has_a_doc_and_a_default_that_passes_its_own_check():
     ({"nginx": {"prefix": "words"}}, '[nginx] prefix = "words": must be empty'),
     ({"nginx": {"metrics_allow": ["everyone"]}}, '[nginx] metrics_allow = ["everyone"]: must be a list of items'),
     ({"local": {"port": 80}}, "[local] port = 80: must be a whole number from 1024 to 65535"),
+    ({"firewall": {"enabled": "no"}}, '[firewall] enabled = "no": must be true or false'),
+    ({"firewall": {"allow": "8080"}}, '[firewall] allow = "8080": must be a list of items, each a port to let in'),
+    ({"firewall": {"allow": [70000]}}, "[firewall] allow = [70000]: must be a list of items, each a port to let in"),
+    ({"firewall": {"allow": ["80/icmp"]}}, '[firewall] allow = ["80/icmp"]: must be a list of items, each a port'),
+    ({"firewall": {"allow": ["80,443"]}}, '[firewall] allow = ["80,443"]: must be a list of items, each a port'),
+    ({"firewall": {"allow": ["22 from the office"]}}, '[firewall] allow = ["22 from the office"]: must be a list'),
     # settings that are wrong together
     ({"app": {"env": {"FLASK_SECRET_KEY": "x"}}},
      "[app] env sets FLASK_SECRET_KEY, which [app] secrets lists as secret: keep secrets out of deploy.toml"),

@@ -6,6 +6,7 @@ host facts script beside its parser, and deploy/target.py, the executor): tests/
 checks it. By tool:
 
     certbot   certificates: certbot, what a certificate says, name resolution
+    firewall  ufw, modelhost's nftables table, the session's SSH port, the safety timer
     fs        files, directories, links, tar files
     host      services, apt, users, Python environments, processes
     nginx     the local target's own nginx or a host's; checks in a scratch directory
@@ -20,6 +21,11 @@ from deploy.commands.fs import (append_line, cat, cat_releases, ensure_directori
                                 install, keep_paths, link_missing, listing, make_directory, move, parse_ensure_directories, parse_links,
                                 read_links, remove, restrict, size, symlink, tail, tail_bytes, tar_create,
                                 tar_extract, temporary_file, touch)
+from deploy.commands.firewall import (apt_candidates, cancel_undo, firewall_read, nft_check, nft_list, nft_off,
+                                       nft_ruleset, nft_service_load, parse_candidates, parse_firewall, parse_nft,
+                                       parse_rule, parse_rules, parse_ssh_connection, read_rule_files, rules_text,
+                                       ssh_connection, ufw_allow, ufw_default, ufw_delete, ufw_disable, ufw_enable,
+                                       undo_later)
 from deploy.commands.git import archive, changed_files, git, stash_commit
 from deploy.commands.host import (CLEAN_PATH, WITH_SECRETS, add_system_user, add_to_group, alive, apt_get, as_app, delete_user, kill_user,
                                   children, crontab, groups, has_command, logrotate_check, make_venv,
