@@ -4,8 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from app import validation as v
+from app.batch import answer_line, read_upload
 from app.embeddings import NoKnownWords, UnknownWords
-from app.errors import ApiError, json_error
+from app.errors import json_error
 from app.openapi import spec
 from app.state import current_model
 
@@ -72,36 +73,9 @@ def cluster():
 @bp.post("/batch")
 def batch():
     """One query word per line of an uploaded text file; each line gets its results or its error."""
-    if request.mimetype != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type",
-                       "upload the file as multipart/form-data, e.g. curl -F file=@queries.txt")
-    # A file part (curl -F file=@queries.txt), or the same text as a plain field (-F file=...).
-    upload = request.files.get("file")
-    if upload is None and "file" not in request.form:
-        raise v.invalid("file", "a file field is required, e.g. curl -F file=@queries.txt")
-    topn = v.topn_param(request.form.get("topn"))
-    try:
-        lines = (upload.read().decode("utf-8") if upload else request.form["file"]).splitlines()
-    except UnicodeDecodeError:
-        raise v.invalid("file", "must be UTF-8 text, one word per line") from None
-    queries = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
-    limit = current_app.config["BATCH_MAX_LINES"]
-    if not queries:
-        raise v.invalid("file", "has no query words: put one word per line")
-    if len(queries) > limit:
-        raise v.invalid("file", f"may hold at most {limit} query lines, got {len(queries)}")
+    queries, topn = read_upload(current_app.config["BATCH_MAX_LINES"])
     model = current_model()
-    results = []
-    for number, word in queries:
-        entry = {"line": number, "word": word}
-        try:
-            entry["results"], _ = model.similar([v.word(word, f"line {number}")], topn=topn)
-        except ApiError as exc:
-            entry["error"] = {"code": exc.code, "message": exc.message}
-        except UnknownWords as exc:
-            entry["error"] = {"code": "unknown_word", "message": str(exc)}
-        results.append(entry)
-    return jsonify({"results": results})
+    return jsonify({"results": [answer_line(model, number, word, topn) for number, word in queries]})
 
 
 @bp.get("/model")
