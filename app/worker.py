@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 import time
 
 from app import create_app, jobs
@@ -34,10 +33,33 @@ PRUNE_EVERY_SECONDS = 60
 UNAVAILABLE_PAUSE_SECONDS = 5  # after the store failed (locked for long, disk full): wait, then try again
 
 
-class Worker:
-    """Claims jobs from a store and answers them with a model until stop() is called."""
+STOP_CHECK_SECONDS = 0.05  # an idle worker sees a stop this soon
 
-    def __init__(self, store: jobs.JobStore, model, config, logger):
+
+class StopFlag:
+    """Set by the signal handler. A plain attribute, not a threading.Event: Event.set() takes a lock
+    that the interrupted code may hold (inside Event.wait), and would deadlock the handler."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def set(self, *_) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, waking early once set (time.sleep resumes after a handler: so, in short steps)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_SECONDS))
+
+
+class Worker:
+    """Claims jobs from a store and answers them with a model until its stop flag is set."""
+
+    def __init__(self, store: jobs.JobStore, model, config, logger, stopping: StopFlag | None = None):
         self.store = store
         self.model = model
         self.lease = config["JOBS_LEASE_SECONDS"]
@@ -45,11 +67,8 @@ class Worker:
         self.retention = config["JOBS_RETENTION_SECONDS"]
         self.log = logger
         self.owner = jobs.owner_identity()
-        self.stopping = threading.Event()
-
-    def stop(self, *_) -> None:
-        """Finish the line in progress, checkpoint, put the job back and return from run()."""
-        self.stopping.set()  # nothing else here: a signal handler must not take locks (logging's)
+        # Once set: finish the line in progress, checkpoint, put the job back and return from run().
+        self.stopping = stopping or StopFlag()
 
     def run(self) -> None:
         info = self.model.info
@@ -91,8 +110,9 @@ class Worker:
                                   time.monotonic() - started)
                     return
                 if self.stopping.is_set():
-                    self.store.release(job)
-                    self.log.info("job %s: stopping after line %d of %d; queued again", job.id, job.done, job.total)
+                    if self.store.release(job):
+                        self.log.info("job %s: stopping after line %d of %d; queued again", job.id, job.done,
+                                      job.total)
                     return
         except jobs.JobsUnavailable as exc:
             # Its lease runs out if the store stays unusable; the job is then queued again.
@@ -115,6 +135,10 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m app.worker", description=__doc__.split("\n")[0]).parse_args(argv)
+    # Handled from the start: a TERM while the model loads ends the worker with 0 before its first job.
+    stopping = StopFlag()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping.set)  # nothing more: no lock (logging's) in a signal handler
     try:
         app = create_app()
     except ConfigError as exc:
@@ -130,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     except jobs.JobsUnavailable as exc:
         app.logger.error("job worker: %s", exc)
         return 1
-    worker = Worker(store, model_state.model, app.config, app.logger)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
-    worker.run()
+    Worker(store, model_state.model, app.config, app.logger, stopping).run()
     return 0
 
 
