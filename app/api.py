@@ -12,6 +12,7 @@ from app.openapi import spec
 from app.state import current_model
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+QUEUE_FULL_RETRY_SECONDS = 30  # Retry-After of a 503 queue_full: a guess, long enough for some jobs to finish
 
 
 @bp.errorhandler(UnknownWords)
@@ -77,9 +78,6 @@ def batch():
     queries, topn = read_upload(current_app.config["BATCH_MAX_LINES"])
     model = current_model()
     return jsonify({"results": [answer_line(model, number, word, topn) for number, word in queries]})
-
-
-QUEUE_FULL_RETRY_SECONDS = 30
 
 
 @bp.errorhandler(jobs.JobsUnavailable)
