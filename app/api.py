@@ -1,15 +1,18 @@
 """The JSON API, under /api/v1. Its contract is app/openapi.py; tests hold every answer to it."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request, url_for
 
+from app import jobs
 from app import validation as v
+from app.batch import answer_line, read_upload
 from app.embeddings import NoKnownWords, UnknownWords
 from app.errors import ApiError, json_error
 from app.openapi import spec
 from app.state import current_model
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+QUEUE_FULL_RETRY_SECONDS = 30  # Retry-After of a 503 queue_full: a guess, long enough for some jobs to finish
 
 
 @bp.errorhandler(UnknownWords)
@@ -72,36 +75,58 @@ def cluster():
 @bp.post("/batch")
 def batch():
     """One query word per line of an uploaded text file; each line gets its results or its error."""
-    if request.mimetype != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type",
-                       "upload the file as multipart/form-data, e.g. curl -F file=@queries.txt")
-    # A file part (curl -F file=@queries.txt), or the same text as a plain field (-F file=...).
-    upload = request.files.get("file")
-    if upload is None and "file" not in request.form:
-        raise v.invalid("file", "a file field is required, e.g. curl -F file=@queries.txt")
-    topn = v.topn_param(request.form.get("topn"))
-    try:
-        lines = (upload.read().decode("utf-8") if upload else request.form["file"]).splitlines()
-    except UnicodeDecodeError:
-        raise v.invalid("file", "must be UTF-8 text, one word per line") from None
-    queries = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
-    limit = current_app.config["BATCH_MAX_LINES"]
-    if not queries:
-        raise v.invalid("file", "has no query words: put one word per line")
-    if len(queries) > limit:
-        raise v.invalid("file", f"may hold at most {limit} query lines, got {len(queries)}")
+    queries, topn = read_upload(current_app.config["BATCH_MAX_LINES"])
     model = current_model()
-    results = []
-    for number, word in queries:
-        entry = {"line": number, "word": word}
-        try:
-            entry["results"], _ = model.similar([v.word(word, f"line {number}")], topn=topn)
-        except ApiError as exc:
-            entry["error"] = {"code": exc.code, "message": exc.message}
-        except UnknownWords as exc:
-            entry["error"] = {"code": "unknown_word", "message": str(exc)}
-        results.append(entry)
-    return jsonify({"results": results})
+    return jsonify({"results": [answer_line(model, number, word, topn) for number, word in queries]})
+
+
+@bp.errorhandler(jobs.JobsUnavailable)
+def jobs_unavailable(error: jobs.JobsUnavailable):
+    current_app.logger.error("%s", error)
+    return json_error(503, "jobs_unavailable", "the job store is not available; the server log says why")
+
+
+@bp.post("/jobs")
+def submit_job():
+    """/batch's upload as a job for the worker process: 202 at once, its status at the Location."""
+    config = current_app.config
+    queries, topn = read_upload(config["JOBS_MAX_LINES"])
+    current_model()  # no model here, none in the worker either: 503, as for every query
+    try:
+        job = jobs.store().submit(queries, topn, config["JOBS_MAX_ATTEMPTS"], config["JOBS_MAX_QUEUED"])
+    except jobs.QueueFull as exc:
+        raise ApiError(503, "queue_full", f"{exc}; try again later",
+                       headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)}) from None
+    return jsonify(job_document(job)), 202, {"Location": url_for("api.job", job_id=job.id)}
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str):
+    """A job's status and progress; once done, a page of its results (offset, limit)."""
+    offset = v.count_param("offset", 0, jobs.MAX_OFFSET, 0)
+    limit = v.count_param("limit", 1, jobs.RESULTS_PAGE, jobs.RESULTS_PAGE)
+    found = jobs.store().get(job_id) if jobs.JOB_ID.fullmatch(job_id) else None
+    if found is None:
+        retention = current_app.config["JOBS_RETENTION_SECONDS"]
+        raise ApiError(404, "job_not_found", f"no job has this id: it never existed, or it finished over "
+                                             f"{retention} s ago and was deleted")
+    return jsonify(job_document(found, offset, limit))
+
+
+def job_document(job: jobs.Job, offset: int = 0, limit: int = jobs.RESULTS_PAGE) -> dict:
+    document = {
+        "id": job.id, "status": job.status, "topn": job.topn,
+        "progress": {"done": job.done, "total": job.total},
+        "attempts": job.attempts, "max_attempts": job.max_attempts, "error": job.error,
+        "created_at": jobs.timestamp(job.created_at), "started_at": jobs.timestamp(job.started_at),
+        "finished_at": jobs.timestamp(job.finished_at),
+    }
+    if job.status == "done":
+        following = offset + limit
+        document.update(
+            results=jobs.store().results(job.id, offset, limit), offset=offset, limit=limit,
+            next=url_for("api.job", job_id=job.id, offset=following, limit=limit) if following < job.total else None)
+    return document
 
 
 @bp.get("/model")

@@ -18,11 +18,23 @@ DEFAULTS = {
     "LOG_MAX_BYTES": 10 * 1024 * 1024,  # with LOG_FILE: rotate at this size ...
     "LOG_BACKUP_COUNT": 3,  # ... and keep this many old files
     "PROXY_HOPS": 1,  # proxies in front of the app whose X-Forwarded-* headers are trusted (nginx)
+    # The job queue (app/jobs.py; its jobs run in python -m app.worker). None: jobs.sqlite3 in
+    # $DATA_DIR when DATA_DIR is set (a deploy sets it: kept across releases), else in the
+    # Flask instance folder.
+    "JOBS_DB": None,
+    "JOBS_MAX_LINES": 100_000,  # query lines accepted by POST /api/v1/jobs (the body is still <= MAX_CONTENT_LENGTH)
+    "JOBS_MAX_QUEUED": 100,  # jobs queued or running at once; above it POST /api/v1/jobs answers 503 queue_full
+    "JOBS_MAX_ATTEMPTS": 3,  # runs of a job before it fails: each error, and each worker killed under it, is one
+    "JOBS_RETENTION_SECONDS": 7 * 24 * 3600,  # a finished job and its results are deleted this long after
+    "JOBS_LEASE_SECONDS": 30,  # a worker's hold on its job, renewed at every checkpoint (about 1 s apart)
+    "JOBS_POLL_SECONDS": 1.0,  # how often an idle worker looks for a queued job
 }
 
-POSITIVE_INTS = ("MAX_CONTENT_LENGTH", "BATCH_MAX_LINES", "LOG_MAX_BYTES")
+POSITIVE_INTS = ("MAX_CONTENT_LENGTH", "BATCH_MAX_LINES", "LOG_MAX_BYTES", "JOBS_MAX_LINES", "JOBS_MAX_QUEUED",
+                 "JOBS_MAX_ATTEMPTS", "JOBS_RETENTION_SECONDS", "JOBS_LEASE_SECONDS")
 NON_NEGATIVE_INTS = ("LOG_BACKUP_COUNT", "PROXY_HOPS")
 ENVIRONMENTS = ("production", "development")
+MIN_LEASE_SECONDS = 5
 
 
 class ConfigError(Exception):
@@ -36,6 +48,17 @@ def check(config) -> None:
         low = 1 if key in POSITIVE_INTS else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"FLASK_{key}={value!r}: must be a whole number >= {low}")
+    poll = config["JOBS_POLL_SECONDS"]
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0 < poll <= 60:
+        raise ConfigError(f"FLASK_JOBS_POLL_SECONDS={poll!r}: must be a number of seconds above 0, at most 60")
+    database = config["JOBS_DB"]
+    if database is not None and (not isinstance(database, str) or not database.startswith("/")):
+        raise ConfigError(f"FLASK_JOBS_DB={database!r}: must be an absolute path (a relative one would be inside "
+                          "the release, which the next deploy replaces), or unset for $DATA_DIR/jobs.sqlite3")
+    if config["JOBS_LEASE_SECONDS"] < MIN_LEASE_SECONDS:
+        raise ConfigError(f"FLASK_JOBS_LEASE_SECONDS={config['JOBS_LEASE_SECONDS']!r}: must be at least "
+                          f"{MIN_LEASE_SECONDS}; a worker renews its lease after every chunk of about a second, "
+                          "and a shorter lease could pass a busy worker's job to another")
     if config["ENVIRONMENT"] not in ENVIRONMENTS:
         raise ConfigError(f"FLASK_ENVIRONMENT={config['ENVIRONMENT']!r}: must be one of {', '.join(ENVIRONMENTS)}")
     if logging.getLevelName(str(config["LOG_LEVEL"]).upper()) not in range(0, 100):

@@ -18,11 +18,12 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An error answered to the client: HTTP status, stable code, message saying what is allowed."""
 
-    def __init__(self, status: int, code: str, message: str, **details):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **details):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After
         self.details = details
 
 
@@ -35,7 +36,8 @@ def wants_json() -> bool:
 
 
 def handle_api_error(error: ApiError):
-    return json_error(error.status, error.code, error.message, **error.details)
+    body, status = json_error(error.status, error.code, error.message, **error.details)
+    return body, status, error.headers
 
 
 def handle_http_exception(error: HTTPException):

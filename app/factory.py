@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import api, errors, health, metrics, web
+from app import api, errors, health, jobs, metrics, web
 from app.config import DEFAULTS, check, configure_logging
 from app.state import EXTENSION, ModelState
 
@@ -38,6 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.logger.error("not ready: %s", model_state.reason)
     app.extensions[EXTENSION] = model_state
 
+    jobs.init_app(app)
     errors.init_app(app)
     metrics.init_app(app, model_state)
     app.register_blueprint(health.bp)

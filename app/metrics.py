@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from app import jobs
 
 bp = Blueprint("metrics", __name__)
 
@@ -52,6 +55,22 @@ def record_request(response):
     return response
 
 
+class JobCounts:
+    """Jobs by status, read from the job store at scrape time (one indexed query): the same for
+    every worker, so not a per-process value in PROMETHEUS_MULTIPROC_DIR."""
+
+    def collect(self):
+        try:
+            counts = jobs.store().counts()
+        except jobs.JobsUnavailable as exc:
+            current_app.logger.warning("/metrics: no job counts: %s", exc)
+            return
+        family = GaugeMetricFamily("modelhost_jobs", "Jobs in the job store by status", labels=["status"])
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
+
+
 @bp.get("/metrics")
 def metrics():
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
@@ -59,9 +78,11 @@ def metrics():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(JobCounts())
     # content_type, not mimetype: CONTENT_TYPE_LATEST has its charset already, and Flask would add a
     # second one, which Prometheus 3 refuses.
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry) + generate_latest(scraped), content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app, model_state) -> None:

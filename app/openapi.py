@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from app.jobs import JOB_ID, MAX_OFFSET, RESULTS_PAGE, STATUSES
 from app.validation import MAX_TEXTS, MAX_WORD_LENGTH, MAX_WORDS, NOT_BLANK, TOPN_DEFAULT, TOPN_MAX, TOPN_MIN
 
 ERROR_TEXT = {
@@ -47,6 +48,9 @@ TOPN = {"type": "integer", "minimum": TOPN_MIN, "maximum": TOPN_MAX, "default": 
 # In a JSON body, null means the default too.
 TOPN_OR_NULL = {**TOPN, "type": ["integer", "null"]}
 SCORE = {"type": "number", "description": "cosine similarity, -1..1"}
+TIME = {"type": "string", "format": "date-time"}
+TIME_OR_NULL = {**TIME, "type": ["string", "null"]}
+JOB_ID_PATTERN = f"^{JOB_ID.pattern}$"
 
 SCHEMAS = {
     "Error": obj(["error"], error={
@@ -95,11 +99,32 @@ SCHEMAS = {
                           cluster={"type": "integer"}, score=SCORE)),
         oov=array({"type": "string"}),
     ))),
-    "BatchResult": obj(["results"], results=array(obj(
-        ["line", "word"], line={"type": "integer", "minimum": 1}, word={"type": "string"},
-        results=array(ref("WordScore")),
+    "BatchLine": obj(
+        ["line", "word"], line={"type": "integer", "minimum": 1, "description": "line number in the file"},
+        word={"type": "string"}, results=array(ref("WordScore")),
         error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
-    ))),
+    ),
+    "BatchResult": obj(["results"], results=array(ref("BatchLine"))),
+    "Job": obj(
+        ["id", "status", "topn", "progress", "attempts", "max_attempts", "error", "created_at", "started_at",
+         "finished_at"],
+        id={"type": "string", "pattern": JOB_ID_PATTERN},
+        status={"enum": list(STATUSES), "description": "queued, then running, then done or failed; a running job "
+                                                       "whose worker stopped is queued again"},
+        topn=TOPN,
+        progress=obj(["done", "total"], done={"type": "integer", "minimum": 0, "description": "lines answered"},
+                     total={"type": "integer", "minimum": 1, "description": "query lines in the file"}),
+        attempts={"type": "integer", "minimum": 0, "description": "runs so far (an error, or a worker killed "
+                                                                  "under the job, ends one)"},
+        max_attempts={"type": "integer", "minimum": 1},
+        error={"type": ["string", "null"], "description": "why the last attempt ended without finishing"},
+        created_at=TIME, started_at=TIME_OR_NULL, finished_at=TIME_OR_NULL,
+        results=array(ref("BatchLine"), description="when done: lines offset .. offset + limit - 1, as "
+                                                      "/api/v1/batch answers them"),
+        offset={"type": "integer", "minimum": 0}, limit={"type": "integer", "minimum": 1},
+        next={"type": ["string", "null"], "description": "when done: the URL of the next page of results; "
+                                                         "null on the last"},
+    ),
     "ModelInfo": obj(
         ["name", "version", "sha256", "vocabulary_size", "dimensions", "clusters"],
         name={"type": "string"}, version={"type": "string"},
@@ -123,8 +148,11 @@ def json_content(schema: dict, example=None) -> dict:
 
 def operation(summary: str, result: str | None, errors: tuple[int, ...], *, description: str = "",
               parameters: list | None = None, body: dict | None = None, tag: str = "words",
-              result_content: dict | None = None) -> dict:
+              result_content: dict | None = None, error_text: dict | None = None,
+              operation_id: str | None = None) -> dict:
     op = {"summary": summary, "tags": [tag], "responses": dict(result_content or {})}
+    if operation_id:
+        op["operationId"] = operation_id
     if description:
         op["description"] = description
     if parameters:
@@ -134,8 +162,15 @@ def operation(summary: str, result: str | None, errors: tuple[int, ...], *, desc
     if result:
         op["responses"]["200"] = {"description": "OK", "content": json_content(ref(result))}
     for status in sorted(set(errors + EDGE_ERRORS)):
-        op["responses"][str(status)] = {"description": ERROR_TEXT[status], "content": json_content(ref("Error")),
+        text = (error_text or {}).get(status, ERROR_TEXT[status])
+        op["responses"][str(status)] = {"description": text, "content": json_content(ref("Error")),
                                         **({"headers": RETRY_AFTER} if status == 429 else {})}
+    return op
+
+
+def with_retry_after(status: int, op: dict) -> dict:
+    """The operation, its `status` answer saying when to retry (the app's own, not only nginx's)."""
+    op["responses"][str(status)]["headers"] = RETRY_AFTER
     return op
 
 
@@ -157,6 +192,11 @@ def query(name: str, schema: dict, description: str, required: bool = True, exam
 
 
 TOPN_PARAM = query("topn", TOPN, "how many results", required=False, example=5)
+BATCH_UPLOAD = {"multipart/form-data": {
+    "schema": obj(["file"], file={**TEXT, "description": "UTF-8 text, one query word per line: a file part, or a "
+                                                         "plain field"},
+                  topn=TOPN),
+    "encoding": {"file": {"contentType": "text/plain"}}}}
 JSON_ERRORS = (400, 413, 415, 422, 503)
 
 
@@ -204,11 +244,44 @@ def spec() -> dict:
                 "Similar words for every line of an uploaded file", "BatchResult", (400, 413, 415, 422, 503),
                 description="Multipart upload (`curl -F file=@queries.txt`), one query word per line; blank "
                             "lines are skipped. A line with an unknown word gets an `error` instead of `results`.",
-                body={"multipart/form-data": {
-                    "schema": obj(["file"], file={**TEXT, "description": "UTF-8 text, one query word per line: "
-                                                                     "a file part, or a plain field"},
-                                  topn=TOPN),
-                    "encoding": {"file": {"contentType": "text/plain"}}}}),
+                body=BATCH_UPLOAD),
+        },
+        "/api/v1/jobs": {
+            "post": with_retry_after(503, operation(
+                "Similar words for every line of a large file, as a job", None, (400, 413, 415, 422, 503),
+                operation_id="submitJob", tag="jobs",
+                description="The same upload as `/api/v1/batch`, with a larger line limit (`FLASK_JOBS_MAX_LINES`). "
+                            "Answered at once with 202 and the job's URL in `Location`; a worker process answers "
+                            "the lines. The job is stored on disk: it survives restarts, deploys and reboots.",
+                body=BATCH_UPLOAD,
+                error_text={503: "The model is not loaded, or the queue is full (`error.code` `queue_full`: "
+                                 "retry after `Retry-After` seconds), or the app is not available"},
+                result_content={"202": {
+                    "description": "Queued",
+                    "headers": {"Location": {"description": "the job's URL", "required": True,
+                                             "schema": {"type": "string"}}},
+                    "content": json_content(ref("Job")),
+                    # The job's URL from the answer, for clients and for schemathesis's stateful tests.
+                    "links": {"GetJob": {"operationId": "getJob", "parameters": {"job_id": "$response.body#/id"}}},
+                }})),
+        },
+        "/api/v1/jobs/{job_id}": {
+            "get": operation(
+                "A job's status and progress, and its results once done", "Job", (404, 422, 503),
+                operation_id="getJob", tag="jobs",
+                description="`results` (once `status` is `done`) holds lines `offset` to `offset + limit - 1`; "
+                            "`next` is the URL of the page after. Finished jobs are deleted after "
+                            "`FLASK_JOBS_RETENTION_SECONDS` (7 days).",
+                parameters=[
+                    {"name": "job_id", "in": "path", "required": True, "description": "from the 202 answer",
+                     "schema": {"type": "string", "pattern": JOB_ID_PATTERN}},
+                    query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                          "first line of the results to answer (0: the first)", required=False, example=0),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": RESULTS_PAGE,
+                                    "default": RESULTS_PAGE}, "most lines of results to answer", required=False,
+                          example=100)],
+                error_text={404: "No job has this id: it never existed, or it finished longer ago than the "
+                                 "retention period and was deleted"}),
         },
         "/api/v1/model": {"get": operation("The model served", "ModelInfo", (503,))},
         "/api/v1/openapi.json": {"get": operation("This document", None, (), tag="meta", result_content={

@@ -71,6 +71,17 @@ def topn_param(text: str | None, field: str = "topn") -> int:
     return topn(value, field)
 
 
+def count_param(name: str, low: int, high: int, default: int) -> int:
+    """A whole number from the query string, digits only, within low..high (default when absent)."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    # Digits only: int() would also take "1_000", "+5" and other scripts' digits.
+    if not re.fullmatch(r"[0-9]{1,18}", text.strip()) or not low <= int(text) <= high:
+        raise invalid(name, f"must be a whole number from {low} to {high}, got {text[:20]!r}")
+    return int(text)
+
+
 def word(value, field: str) -> str:
     if not isinstance(value, str):
         raise invalid(field, f"must be a word (a string), got {json_type(value)}")

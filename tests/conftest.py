@@ -34,8 +34,10 @@ def demo_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app(demo_model):
-    return create_app({**DEV, "TESTING": True, "MODEL_PATH": str(demo_model)})
+def app(demo_model, tmp_path_factory):
+    # The job store in a temporary directory, never the checkout's instance folder.
+    jobs_db = tmp_path_factory.mktemp("jobs") / "jobs.sqlite3"
+    return create_app({**DEV, "TESTING": True, "MODEL_PATH": str(demo_model), "JOBS_DB": str(jobs_db)})
 
 
 @pytest.fixture(scope="session")

@@ -309,6 +309,7 @@ def test_model_info_comes_from_the_manifest(api, demo_model):
     ("GET", "/api/v1/analogy?a=a&b=b&c=c", {}),
     ("POST", "/api/v1/cluster", {"json": {"text": "fire"}}),
     ("POST", "/api/v1/batch", {"data": {"file": (io.BytesIO(b"fire"), "q.txt")}, "content_type": "multipart/form-data"}),
+    ("POST", "/api/v1/jobs", {"data": {"file": (io.BytesIO(b"fire"), "q.txt")}, "content_type": "multipart/form-data"}),
     ("GET", "/api/v1/model", {}),
 ])
 def test_every_endpoint_is_503_while_the_model_is_not_loaded(unloaded_api, method, path, kwargs):

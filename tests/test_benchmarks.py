@@ -32,3 +32,11 @@ def test_latency_benchmark_prints_both_models_and_their_ratio(demo_model, small_
 def test_memory_benchmark_compares_two_worker_counts(small_synthetic):
     out = run("memory.py", "--model", str(small_synthetic), "--workers", "1", "2", "--queries", "5")
     assert "ratio total(2)/total(1)" in out and "resident in 2/2 workers" in out
+
+
+@pytest.mark.slow
+def test_jobs_benchmark_prints_a_job_beside_batch(demo_model):
+    out = run("jobs.py", "--model", str(demo_model), "--lines", "20", "-n", "1", "--large-lines", "200",
+              "--polls", "0.1")
+    assert "/api/v1/batch (synchronous)" in out and "ratio job (poll 0.1 s) / batch" in out
+    assert "one job of 200 lines" in out

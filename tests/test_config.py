@@ -43,12 +43,28 @@ def test_production_refuses_debug_mode(monkeypatch, env):
     ("FLASK_PROXY_HOPS", "true", "FLASK_PROXY_HOPS=True"),
     ("FLASK_ENVIRONMENT", "staging", "must be one of production, development"),
     ("FLASK_LOG_LEVEL", "LOUD", "FLASK_LOG_LEVEL='LOUD'"),
+    ("FLASK_JOBS_MAX_LINES", "0", "FLASK_JOBS_MAX_LINES=0: must be a whole number >= 1"),
+    ("FLASK_JOBS_MAX_QUEUED", "many", "FLASK_JOBS_MAX_QUEUED='many'"),
+    ("FLASK_JOBS_MAX_ATTEMPTS", "0", "FLASK_JOBS_MAX_ATTEMPTS=0"),
+    ("FLASK_JOBS_RETENTION_SECONDS", "-1", "FLASK_JOBS_RETENTION_SECONDS=-1"),
+    ("FLASK_JOBS_POLL_SECONDS", "0", "FLASK_JOBS_POLL_SECONDS=0: must be a number of seconds above 0"),
+    ("FLASK_JOBS_LEASE_SECONDS", "2", "FLASK_JOBS_LEASE_SECONDS=2: must be at least 5"),
+    ("FLASK_JOBS_DB", "jobs.sqlite3", "FLASK_JOBS_DB='jobs.sqlite3': must be an absolute path"),
 ])
 def test_bad_settings_name_the_variable_and_what_is_allowed(monkeypatch, key, value, message):
     monkeypatch.setenv("FLASK_SECRET_KEY", "x")
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         create_app()
+
+
+def test_job_settings_come_from_flask_prefixed_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLASK_JOBS_DB", str(tmp_path / "q.sqlite3"))
+    monkeypatch.setenv("FLASK_JOBS_POLL_SECONDS", "0.5")
+    monkeypatch.setenv("FLASK_JOBS_MAX_LINES", "500000")
+    app = create_app(DEV)
+    assert (app.config["JOBS_DB"], app.config["JOBS_POLL_SECONDS"], app.config["JOBS_MAX_LINES"]) == (
+        str(tmp_path / "q.sqlite3"), 0.5, 500000)
 
 
 def test_proxy_headers_from_one_hop_are_trusted(demo_model):

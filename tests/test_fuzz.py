@@ -19,11 +19,11 @@ json_values = st.recursive(
                                                                 inner, max_size=4),
     max_leaves=12)
 bodies = json_values | st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=4)
-queries = st.dictionaries(st.sampled_from(["word", "topn", "a", "b", "c", "x"]),
+queries = st.dictionaries(st.sampled_from(["word", "topn", "a", "b", "c", "x", "offset", "limit"]),
                           words | st.integers(-5, 500).map(str), max_size=5)
 
 JSON_POSTS = ["/api/v1/similar", "/api/v1/similarity", "/api/v1/text-similarity", "/api/v1/cluster"]
-GETS = ["/api/v1/similar", "/api/v1/analogy", "/api/v1/model"]
+GETS = ["/api/v1/similar", "/api/v1/analogy", "/api/v1/model", "/api/v1/jobs/" + "0" * 32]
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -41,7 +41,7 @@ def test_random_json_bodies(api, path, body):
 
 
 @FUZZ
-@given(path=st.sampled_from(JSON_POSTS + ["/api/v1/batch"]), data=st.binary(max_size=200),
+@given(path=st.sampled_from(JSON_POSTS + ["/api/v1/batch", "/api/v1/jobs"]), data=st.binary(max_size=200),
        content_type=st.sampled_from(["application/json", "text/plain", "multipart/form-data",
                                      "multipart/form-data; boundary=x", "application/json; charset=latin-1"]))
 def test_random_raw_bodies(api, path, data, content_type):

@@ -21,7 +21,8 @@ def section_code(heading: str) -> str:
 def test_curl_examples_work_as_written(demo_model, tmp_path):
     script = section_code("API")
     assert script.count("curl ") >= 12
-    with gunicorn(demo_model, workers=2) as (base, _):
+    # The job example's store in this test's directory (a deploy's DATA_DIR), not the checkout's.
+    with gunicorn(demo_model, workers=2, env={"DATA_DIR": str(tmp_path / "data")}) as (base, _):
         # Every curl fails the script on an HTTP error; the examples' URL points at this server.
         wrapper = "set -e\ncurl() { command curl --fail-with-body -sS \"$@\"; echo; }\n"
         result = subprocess.run(["bash", "-c", wrapper + script.replace("http://127.0.0.1:8080", base)],
@@ -29,6 +30,7 @@ def test_curl_examples_work_as_written(demo_model, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count('"results"') >= 7
     assert "modelhost_http_requests_total" in result.stdout
+    assert result.stdout.count('"status":"queued"') == 1  # the job's answer (no worker runs it here)
 
 
 def test_quick_start_is_two_commands_that_exist():
