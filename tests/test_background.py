@@ -266,7 +266,9 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     logs = host.ssh("tail -n 30 /var/log/spool/worker.log /var/log/supervisor/supervisord.log").stdout
     assert new != live and results[0]["release"] == live, f"{results}\n{out}\n{logs}"
     assert watch.seen, "the deploy's lock was never seen"
-    held = (watch.seen[0] + 0.1, watch.seen[-1] - 0.1)
+    # A run that looked a moment before the deploy made its lock goes on in the release it started in
+    # (the deploy keeps it): 1 s covers the launcher's look, python's start and the poll.
+    held = (watch.seen[0] + 1.0, watch.seen[-1] - 0.1)
     eventually(lambda: any(r == new for kind, _, r, _ in ticks(data) if kind == "end"), period * 2 + 30)
     found = ticks(data)
     never_overlap(found)
@@ -274,7 +276,7 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     assert not [at for at in starts if held[0] < at < held[1]], f"a run started while the deploy held its lock {held}"
     log = (host.root / "var/log/spool/schedule/tick.log").read_text()
     # A run due while the lock was held waited and ran after it; one due while a run went was skipped.
-    assert "after waiting" in log and "exit 0" in log, log
+    assert "exit 0" in log and ("after waiting" in log or held[1] - held[0] < period), log
     assert all(b - a > period * 0.7 for a, b in zip(starts, starts[1:])), f"more than one run a period: {found}\n{log}"
     status = task("status")
     assert re.search(r"tick +.* last .*exit 0 after [\d.]+ s, release", status), status

@@ -6,6 +6,7 @@ rollback under load, a release that never gets ready, a concurrent deploy, a dir
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -40,7 +41,9 @@ static_dir = "app/static"
 [deploy]
 ready_timeout = 20
 keep_releases = 3
-{REFERENCE_DEPLOY}[local]
+{REFERENCE_DEPLOY}[app.processes]
+worker = "python -m app.worker"
+[local]
 root = "{base / 'host'}"
 port = {port}
 """)
@@ -75,8 +78,8 @@ def test_first_deploy_serves_the_ui_the_api_and_readyz_through_nginx(site):
 def test_a_second_deploy_changes_nothing(site):
     out = ok(deploy(site))
     steps = dict(re.findall(r"^  (\w+) +(changed|unchanged) ", out, re.M))
-    assert len(steps) == 9 and set(steps.values()) == {"unchanged"}, out
-    assert " 0 of 9 steps changed something" in out
+    assert len(steps) == 10 and set(steps.values()) == {"unchanged"}, out
+    assert " 0 of 10 steps changed something" in out and re.search(r"processes +unchanged .*worker running", out)
 
 
 def test_status_shows_the_live_processes(site):
@@ -134,6 +137,50 @@ def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(sit
     out = ok(fab("releases", "--settings", str(repo / "deploy.toml")))
     newest, older = out.splitlines()[1:3]
     assert newest.rstrip().endswith("green") and older.rstrip().endswith("blue (live)")
+
+
+def submit_job(port: int, lines: list[str]) -> tuple[int, dict, dict]:
+    """POST /api/v1/jobs with a file of query words: (status, headers, answer)."""
+    body = ("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.txt\"\r\n\r\n"
+            + "\n".join(lines) + "\r\n--x--\r\n").encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/api/v1/jobs", body=body, headers={
+            "Host": "localhost", "Content-Type": "multipart/form-data; boundary=x"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_job_submitted_before_a_deploy_completes_after_it(site):
+    """The reference app's worker process runs in the live release: a job running when a deploy
+    restarts it on the new release is finished there, every line once; the UI shows it."""
+    repo, port, host = site
+    words = ["fire", "water", "blaze", "zzqq", "computer", "tree"]
+    lines = [words[n % len(words)] for n in range(100_000)]
+    status, headers, job = submit_job(port, lines)
+    assert status == 202 and headers["Location"] == f"/api/v1/jobs/{job['id']}", (status, job)
+    eventually(lambda: json.loads(request(port, headers["Location"])[2])["status"] == "running", 30)
+    commit_change(repo, "README.md", "# modelhost\n", "# modelhost (a release while a job runs)\n",
+                  "a release while a job runs")
+    out = ok(deploy(site))
+    assert re.search(r"processes +changed .*restarted worker", out), out
+    during = json.loads(request(port, headers["Location"])[2])
+    finished = eventually(lambda: (lambda j: j if j["status"] == "done" else None)(
+        json.loads(request(port, headers["Location"])[2])), 300)
+    assert finished["progress"] == {"done": 100_000, "total": 100_000}, finished
+    print(f"a 100,000-line job across a deploy: {during['progress']} done when the deploy ended")
+    page = json.loads(request(port, headers["Location"] + "?offset=99990&limit=10")[2])["results"]
+    assert [entry["line"] for entry in page] == list(range(99_991, 100_001))
+    assert page[-1]["word"] == lines[-1] and ("results" in page[-1] or "error" in page[-1])
+    status, _, html = request(port, f"/jobs/{job['id']}")
+    assert status == 200 and b"done" in html.lower() and b"http-equiv=\"refresh\"" not in html
+    log = (host / "modelhost" / "log" / "worker.log").read_text()
+    # The old worker stopped at a checkpoint (TERM), the new one went on from there.
+    assert f"job {job['id']}: stopping after line" in log and "queued again" in log, log[-3000:]
+    assert re.search(rf"job {job['id']}: resumed at line \d+ of 100000", log), log[-3000:]
+    git(repo, "revert", "--no-edit", "HEAD")
 
 
 def test_a_release_that_never_gets_ready_is_stopped_and_the_old_one_keeps_serving(site):
