@@ -198,9 +198,8 @@ def process_lines(ctx: Context) -> list[tuple[str, str]]:
     for process in processes_of(app_of(ctx)):
         for copy in ctx.programs.process_status(process):
             release = release_of(ctx, copy.pid) if copy.pid else ""
-            text = f"{copy.state:<9}" + (f"pid {copy.pid}, up {copy.uptime}  " if copy.pid else "") + (
-                f"release {release}" if release else "")
-            lines.append((copy.name, text.rstrip()))
+            pid = f"pid {copy.pid}, up {copy.uptime}" if copy.pid else ""
+            lines.append((copy.name, f"{copy.state:<9}{pid:<24}release {release or '-'}"))
     return lines
 
 
