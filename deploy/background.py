@@ -82,8 +82,9 @@ def ensure_schedule(ctx: Context, app: App) -> None:
 
 
 def is_job_unit(first_line: str, app: str) -> bool:
-    """A timer's or service's first line says it is one of app's jobs (systemd/job.*.j2)."""
-    return first_line.startswith("# modelhost job ") and f" of {app}" in first_line
+    """A timer's first line says it is one of app's jobs (systemd/job.timer.j2), not one of an app
+    whose name starts with app's (words-api's timers are words-*.timer too)."""
+    return first_line.startswith("# modelhost job ") and f" of {app}: " in first_line
 
 
 def ensure_timers(ctx: Context, jobs: list[Job], files: dict[Path, str]) -> list[str]:

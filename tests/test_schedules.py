@@ -157,6 +157,18 @@ def test_a_schedule_cron_cannot_say_is_refused_where_cron_runs_it():
         "*-*-* *:*:0/10",)
 
 
+def test_a_timer_or_unit_is_ours_by_its_first_line_not_by_a_name_another_app_shares():
+    from deploy.background import is_job_unit
+    from deploy.programs import is_process_unit
+    files = rendered(background_app(system_layout, manager="systemd"))
+    timer = files["/etc/systemd/system/words-report.timer"].splitlines()[0]
+    unit = files["/etc/systemd/system/words-worker@.service"].splitlines()[0]
+    assert is_job_unit(timer, "words") and is_process_unit(unit, "words")
+    # the app words-api's are words-*.timer and words-*@.service too
+    assert not is_job_unit(timer.replace(" of words:", " of words-api:"), "words")
+    assert not is_process_unit(unit.replace(" of words ", " of words-api "), "words")
+
+
 def test_the_local_targets_lines_in_your_crontab_are_marked_and_replaced_alone():
     app = background_app(local_layout)
     (path, text), = schedule_files(app, timers=False).items()
