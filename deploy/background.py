@@ -18,6 +18,7 @@ from pathlib import Path
 
 from deploy import commands, schedules
 from deploy.context import Context, DeployError
+from deploy.parts import crontab_with, install_crontab, read_crontab
 from deploy.render import (App, Job, RenderError, cron_marker, jobs_of, launch_config, process_files, processes_of,
                            schedule_files, timers)
 from deploy.workers import WorkerPlan
@@ -143,31 +144,17 @@ def ensure_cron_file(ctx: Context, files: dict[Path, str], jobs: list[Job]) -> l
     return [f"removed {path}"]
 
 
-def crontab_with(current: str, lines: list[str], marker: str) -> str:
-    """A crontab's text with the lines marked by marker replaced by lines; other lines as they are."""
-    kept = [entry for entry in current.splitlines() if not entry.endswith(marker)]
-    return "".join(f"{entry}\n" for entry in kept + lines)
-
-
-def install_crontab(ctx: Context, text: str) -> None:
-    """The user's crontab becomes text (staged in a file only the user reads)."""
-    staged = ctx.layout.config_dir / ".crontab"
-    ctx.target.write(staged, text, mode=0o600)
-    ctx.run(commands.crontab(str(staged)))
-    ctx.run(commands.remove(staged))
-
-
 def ensure_crontab(ctx: Context, files: dict[Path, str], jobs: list[Job]) -> list[str]:
     """The local target: the jobs' lines in the deploying user's crontab, marked with the app's directory."""
     layout, marker = ctx.layout, cron_marker(ctx.layout)
     record = layout.config_dir / "crontab"
     text = files.get(record, "")
     lines = [line for line in text.splitlines() if line.endswith(marker)]
-    has_cron = ctx.run(commands.has_command("crontab"), check=False).exited == 0
-    if lines and not has_cron:
+    current = read_crontab(ctx)
+    if lines and current is None:
         raise DeployError("[app.schedule] runs jobs with cron on this machine, which is not installed: sudo apt-get "
                           "install cron, then deploy again")
-    current = ctx.run(commands.crontab("-l"), check=False).stdout if has_cron else ""
+    current = current or ""
     wanted = crontab_with(current, lines, marker)
     done = []
     if wanted != current:

@@ -105,13 +105,10 @@ def job(config: dict, name: str) -> int:
         going = read_json(result_file).get("running", {})
         log.line(f"skipped: the run before is still going (pid {going.get('pid', '?')})")
         return 0
-    # A systemd timer that elapses while its service runs starts it again right after; cron's second
-    # run finds the lock taken. Both mean the same: a run due while the one before went is skipped.
-    due = os.environ.get("TRIGGER_TIMER_REALTIME_USEC", "")
     ended = read_json(result_file).get("finished_at", 0)
-    if due.isdigit() and int(due) / 1e6 < ended:
-        log.line(f"skipped: due at {datetime.fromtimestamp(int(due) / 1e6).astimezone().isoformat(timespec='seconds')}"
-                 ", while the run before was still going")
+    after = catching_up(config.get("timers", {}).get(name), ended)
+    if after:
+        log.line(f"skipped: came due while the run before went (systemd's catch-up); next due {after}")
         return 0
     waited = wait_for_deploy(config["deploy_lock"])
     if waited is None:
@@ -136,6 +133,36 @@ def job(config: dict, name: str) -> int:
     write_json(result_file, {"started": started, "finished": now(), "finished_at": time.time(), "seconds": seconds,
                              "exit": code, "release": os.path.basename(release)})
     return 0 if code == 0 else 1
+
+
+def catching_up(timer: dict | None, ended: float) -> str | None:
+    """When this run is systemd's catch-up for a time that came due while the run before went, the
+    next due time (as systemd says it); otherwise None. A timer does not elapse while its service
+    runs: when the run ends, the timer starts the service again at once for what it missed. Cron's
+    second run finds the lock taken instead; skipping the catch-up makes both the same: at most one
+    run a due time, none due while one goes. A catch-up is a run the timer started just now (not one
+    started by hand) with no due time of the schedule since the run before ended."""
+    if not timer or not ended or "INVOCATION_ID" not in os.environ:  # not a systemd unit's run
+        return None
+    try:
+        # systemctl show gives this as "3h 38min 41.54s" (systemd 252); the bus gives "t 13121540723".
+        path = "/org/freedesktop/systemd1/unit/" + "".join(
+            c if c.isascii() and (c.isalpha() or c.isdigit() and i) else f"_{ord(c):02x}" for i, c in enumerate(timer["unit"]))
+        answer = subprocess.run(["busctl", "get-property", "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Timer",
+                                 "LastTriggerUSecMonotonic"], capture_output=True, text=True, timeout=30).stdout.split()
+        if answer[:1] != ["t"] or time.monotonic() - int(answer[1]) / 1e6 > 10:
+            return None  # started by hand (systemctl start), or the timer is not known
+        upcoming = []
+        for calendar in timer["calendars"]:
+            answer = subprocess.run(["systemd-analyze", "calendar", f"--base-time=@{ended:.6f}", "--iterations=1",
+                                     calendar], capture_output=True, text=True, timeout=30).stdout
+            fields = dict(line.strip().split(": ", 1) for line in answer.splitlines() if ": " in line)
+            if not fields.get("From now", "").endswith(" left"):
+                return None  # due since the run before ended (or no answer: run rather than skip)
+            upcoming.append(fields["Next elapse"])
+        return ", ".join(upcoming) or None
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError):
+        return None
 
 
 def as_user(user: str | None) -> dict:

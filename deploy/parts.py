@@ -85,10 +85,25 @@ def ensure_directories(ctx: Context) -> None:
             f"all there under {layout.host_root or layout.root}")
 
 
-def boot_crontab(current: str, line: str, marker: str, wanted: bool) -> str:
-    """A crontab's text with the line marked by marker there (wanted) or not; other lines as they are."""
+def crontab_with(current: str, lines: list[str], marker: str) -> str:
+    """A crontab's text with the lines marked by marker replaced by lines; other lines as they are."""
     kept = [entry for entry in current.splitlines() if not entry.endswith(marker)]
-    return "".join(f"{entry}\n" for entry in kept + ([line + marker] if wanted else []))
+    return "".join(f"{entry}\n" for entry in kept + lines)
+
+
+def read_crontab(ctx: Context) -> str | None:
+    """The deploying user's crontab ("" when there is none; None when cron is not installed)."""
+    if ctx.run(commands.has_command("crontab"), check=False).exited != 0:
+        return None
+    return ctx.run(commands.crontab("-l"), check=False).stdout
+
+
+def install_crontab(ctx: Context, text: str) -> None:
+    """The user's crontab becomes text (staged in a file only the user reads)."""
+    staged = ctx.layout.config_dir / ".crontab"
+    ctx.target.write(staged, text, mode=0o600)
+    ctx.run(commands.crontab(str(staged)))
+    ctx.run(commands.remove(staged))
 
 
 def ensure_start_at_boot(ctx: Context) -> None:
@@ -98,24 +113,20 @@ def ensure_start_at_boot(ctx: Context) -> None:
     if not layout.supervisord_conf:
         return  # a host's services start at boot already (provision)
     marker = f"  # modelhost: {layout.host_root}"
-    has_cron = ctx.run(commands.has_command("crontab"), check=False).exited == 0
-    current = ctx.run(commands.crontab("-l"), check=False).stdout if has_cron else ""
-    if not wanted and marker not in current:
+    current = read_crontab(ctx)
+    if not wanted and marker not in (current or ""):
         return
     with ctx.step("boot") as step:
         start = shlex.join(commands.supervisord_start(layout))
-        if not has_cron:
+        if current is None:
             raise DeployError("[local] start_at_boot = true needs cron, which is not installed: sudo apt-get install "
                               f"cron (or start the target yourself at boot: {start})")
         line = f"@reboot {start}"
-        text = boot_crontab(current, line, marker, wanted)
+        text = crontab_with(current, [line + marker] if wanted else [], marker)
         step.detail = (f"supervisord starts at boot (your crontab: {line})" if wanted else
                        "supervisord no longer starts at boot (its line left your crontab)")
         if text != current:
-            staged = layout.host_root / "run" / "crontab"
-            ctx.target.write(staged, text, mode=0o600)
-            ctx.run(commands.crontab(str(staged)))
-            ctx.run(commands.remove(staged))
+            install_crontab(ctx, text)
             step.changed = True
 
 

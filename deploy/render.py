@@ -283,12 +283,14 @@ def jobs_of(app: App, cron: bool) -> list[Job]:
 def launch_config(app: App) -> str:
     """launch.json: what deploy/launch.py needs to start the app's processes and jobs; no secrets (it
     reads them from the env file when it starts a command)."""
-    layout = app.layout
+    layout, jobs = app.layout, jobs_of(app, cron=False)
     return json.dumps({
         "root": str(layout.root), "secrets": str(layout.env_file), "deploy_lock": str(layout.lock),
         "env": process_environment(app, Path("{release}")), "app_env": dict(sorted(app.settings.app.env.items())),
         "processes": {p.name: p.command for p in processes_of(app)},
-        "jobs": {name: job["command"] for name, job in sorted(app.settings.app.schedule.items())},
+        "jobs": {job.name: job.command for job in jobs},
+        # Where systemd timers run the jobs, the launcher asks them whether a run is a catch-up.
+        "timers": {job.name: {"unit": f"{job.unit}.timer", "calendars": job.calendars} for job in jobs},
         "user": layout.secrets_owner, "job_dir": str(layout.job_dir), "log_bytes": 1024 * 1024, "log_backups": 3,
     }, indent=2) + "\n"
 

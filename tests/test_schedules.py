@@ -4,6 +4,7 @@ reading, and launch.py's pieces (the argv it execs, its capped log)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tomllib
@@ -14,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from deploy import schedules
-from deploy.background import crontab_with
+from deploy.parts import crontab_with
 from deploy.discover import deploy_toml, discover
 from deploy.facts import parse_facts
-from deploy.launch import Log, argv_of
+from deploy.launch import Log, argv_of, catching_up
 from deploy.layout import local_layout, system_layout
 from deploy.render import App, jobs_of, render, schedule_files
 from deploy.settings import SettingsError, check_settings
@@ -214,3 +215,31 @@ def test_a_jobs_log_is_capped_and_keeps_its_backups(tmp_path):
     assert names == ["job.log", "job.log.1", "job.log.2"]
     assert all(p.stat().st_size <= 100 for p in Path(tmp_path).iterdir())
     assert "line 29" in (tmp_path / "job.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_launcher_skips_systemds_catch_up_run_but_not_a_run_due_since_or_started_by_hand(tmp_path, monkeypatch):
+    """A timer starts its service again at once when a run outlasted a due time. Such a run was
+    started by the timer just now (the bus's LastTriggerUSecMonotonic; a stand-in busctl here) and
+    has no due time of the schedule since the run before ended (the real systemd-analyze)."""
+    import time
+
+    def triggered(seconds_ago: float) -> None:
+        busctl = tmp_path / "busctl"
+        busctl.write_text(f"#!/bin/sh\necho t {int((time.monotonic() - seconds_ago) * 1e6)}\n")
+        busctl.chmod(0o755)
+
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("INVOCATION_ID", "0123")
+    timer = {"unit": "words-report.timer", "calendars": ["*-*-* *:*:0/5"]}
+    triggered(0.1)
+    ended = time.time() - 600  # due times since: this run is one of them
+    assert catching_up(timer, ended) is None
+    far = {"unit": "words-report.timer", "calendars": ["2099-01-01 03:00:00"]}
+    assert catching_up(far, ended).startswith("Thu 2099-01-01 03:00:00")  # none since: the catch-up
+    assert catching_up(far, 0) is None  # no run before
+    triggered(60)  # systemctl start by hand, a minute after the timer's last run
+    assert catching_up(far, ended) is None
+    monkeypatch.delenv("INVOCATION_ID")  # cron (or a shell) ran it: its lock is the rule
+    triggered(0.1)
+    assert catching_up(far, ended) is None

@@ -356,16 +356,16 @@ def test_a_failed_step_is_reported_with_its_time(fake):
 def test_start_at_boot_puts_one_marked_reboot_line_in_the_users_crontab_and_takes_it_away():
     ctx, target = fake_context({"local": {"start_at_boot": True}})
     parts.ensure_start_at_boot(ctx)
-    staged = ctx.layout.host_root / "run" / "crontab"
+    staged = ctx.layout.config_dir / ".crontab"
     assert target.ran(f"^crontab {staged}$") and target.ran(f"^rm .*{staged}")
     step = ctx.steps[-1]
     assert step.name == "boot" and step.changed
     assert "@reboot env -i HOME=/home/pi" in step.detail and "supervisord -c /home/pi/mh/supervisor/supervisord.conf" in step.detail
     # The user's other lines stay; only the line marked with this target's root comes and goes.
-    assert parts.boot_crontab("0 3 * * * backup\n", "@reboot start", "  # modelhost: /r", True) == (
+    assert parts.crontab_with("0 3 * * * backup\n", ["@reboot start  # modelhost: /r"], "  # modelhost: /r") == (
         "0 3 * * * backup\n@reboot start  # modelhost: /r\n")
-    assert parts.boot_crontab("0 3 * * * backup\n@reboot old  # modelhost: /r\n", "@reboot start",
-                              "  # modelhost: /r", False) == "0 3 * * * backup\n"
+    assert parts.crontab_with("0 3 * * * backup\n@reboot old  # modelhost: /r\n", [],
+                              "  # modelhost: /r") == "0 3 * * * backup\n"
     off, target = fake_context()
     parts.ensure_start_at_boot(off)  # off, and no line of ours: nothing done, no step
     assert not off.steps and not target.ran("^crontab /")
