@@ -146,10 +146,12 @@ def catching_up(timer: dict | None, ended: float) -> str | None:
         return None
     try:
         # systemctl show gives this as "3h 38min 41.54s" (systemd 252); the bus gives "t 13121540723".
-        path = "/org/freedesktop/systemd1/unit/" + "".join(
-            c if c.isascii() and (c.isalpha() or c.isdigit() and i) else f"_{ord(c):02x}" for i, c in enumerate(timer["unit"]))
-        answer = subprocess.run(["busctl", "get-property", "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Timer",
-                                 "LastTriggerUSecMonotonic"], capture_output=True, text=True, timeout=30).stdout.split()
+        path = "/org/freedesktop/systemd1/unit/" + "".join(  # the bus's escaping: _2d for -, _2e for .
+            c if c.isascii() and (c.isalpha() or c.isdigit() and i) else f"_{ord(c):02x}"
+            for i, c in enumerate(timer["unit"]))
+        answer = subprocess.run(["busctl", "get-property", "org.freedesktop.systemd1", path,
+                                 "org.freedesktop.systemd1.Timer", "LastTriggerUSecMonotonic"],
+                                capture_output=True, text=True, timeout=30).stdout.split()
         if answer[:1] != ["t"] or time.monotonic() - int(answer[1]) / 1e6 > 10:
             return None  # started by hand (systemctl start), or the timer is not known
         upcoming = []

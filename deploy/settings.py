@@ -146,6 +146,8 @@ ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 PROCESS_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]")
 # A process's or job's programs are named <app>-<name>, beside the app's own <app>-blue, -green and -tunnel.
 RESERVED_NAMES = ("web", "blue", "green", "tunnel")
+# A host as ssh reaches it from here: a name of ~/.ssh/config, or [user@]host[:port].
+SSH_HOST = re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:[0-9]{1,5})?")
 COMMAND = matching(r"[^\n\r\0]*\S[^\n\r\0]*", "a command on one line")
 NAME = matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a name of 2-32 lowercase letters, digits and -, "
                                                  "starting with a letter")
@@ -349,7 +351,7 @@ SETTINGS = [
             matching(r".*", "a shell command")),
     Setting("expose.relay", "", 'Your server with a public address, as ssh reaches it from here: `fab expose` '
             'serves the app there through an SSH tunnel from its host ("" for none).',
-            matching(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:[0-9]{1,5})?|", 'a [user@]host[:port], or ""')),
+            matching(f"({SSH_HOST.pattern})?", 'a [user@]host[:port], or ""')),
     Setting("expose.domain", "", "The public name the relay serves the app at (its DNS record holds the relay's "
             "address); the relay gets a certificate for it.", DOMAIN),
     Setting("expose.relay_address", "", 'The relay\'s name or address as the app\'s host reaches its sshd ("" for '
@@ -364,6 +366,8 @@ SETTINGS = [
             "came in on, and the site's ports; false leaves the host's firewall as it is.", boolean()),
     Setting("firewall.allow", (), "More ports the firewall lets in, for everyone or from an address or network "
             "(monitoring, a VPN).", list_of(FIREWALL_RULE)),
+    Setting("fleet.app", (), "The app's hosts, as ssh reaches them: with no -H, tasks act on all of them (deploy and "
+            "rollback one at a time, stopping at the first failure; the others at once).", list_of(matching(SSH_HOST.pattern, 'a host such as "pi1" or "deploy@10.0.0.11"'))),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
     Setting("local.start_at_boot", False, "Start the local target's supervisord (and so nginx and the live app) "
@@ -466,6 +470,9 @@ def cross_checks(values: dict) -> list[str]:
     if both:
         problems.append(f"{both[0]!r} names both a process and a scheduled job: their programs are named "
                         f"<app>-<name>, so give them different names")
+    twice = sorted({host for host in values["fleet.app"] if values["fleet.app"].count(host) > 1})
+    if twice:
+        problems.append(f"[fleet] app names {', '.join(twice)} more than once: list each host once")
     if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
         problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
     return problems

@@ -63,7 +63,8 @@ class Target:
 
     @property
     def name(self) -> str:
-        return getattr(self.context, "host", None) or "this machine"
+        """The host as the user named it (-H, [fleet]; an ssh_config alias, not what it stands for)."""
+        return getattr(self.context, "original_host", None) or getattr(self.context, "host", None) or "this machine"
 
     def run(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None,
             timeout: float = 300, check: bool = True, as_user: bool = False) -> Result:

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from fabric.main import Fab
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from deploy import certificate as certificates, commands, context, deployment, discover, lock, state
+from deploy import certificate as certificates, commands, context, deployment, discover, fleet, lock, state
 from deploy import expose as exposing
 from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
@@ -51,6 +52,7 @@ class Buildable:
 
 
 BUILDABLE: list[Buildable] = []  # fabfile.py adds the demo's
+BUILDING = threading.Lock()
 
 
 def buildable(model_path: Path) -> Buildable | None:
@@ -65,7 +67,8 @@ def model_path(settings) -> Path | None:
     path = Path(settings.source).resolve().parent / settings.model.path
     made = buildable(path)
     if made:
-        made.build()
+        with BUILDING:  # once, when the hosts of a fleet ask at once
+            made.build()
     return path
 
 
@@ -147,13 +150,14 @@ def print_step(step: Step) -> None:
     print(f"  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
 
 
-def target_context(c, settings_file: str | None) -> context.Context:
+def target_context(c, settings_file: str | None, quiet: bool = False) -> context.Context:
     """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
-    user is not root), or this machine."""
+    user is not root), or this machine. Steps are printed as they end, unless quiet."""
     settings = deploy_settings.load(settings_file or default_settings())
+    report = (lambda step: None) if quiet else print_step
     if remote(c):
-        return context.Context(Target(c, root=True), settings, system_layout(settings), report=print_step)
-    return context.Context(Target(c), settings, local_layout(settings), report=print_step)
+        return context.Context(Target(c, root=True), settings, system_layout(settings), report=report)
+    return context.Context(Target(c), settings, local_layout(settings), report=report)
 
 
 def where(d: context.Context) -> str:
@@ -176,11 +180,74 @@ def task_errors(function):
     return run
 
 
+def fleet_hosts(c, settings_file: str | None) -> tuple[str, ...]:
+    """[fleet] app of deploy.toml when a task has no -H (none with -H: the task acts on that host)."""
+    if hasattr(c, "host"):
+        return ()
+    try:
+        return deploy_settings.load(settings_file or default_settings()).fleet.app
+    except deploy_settings.SettingsError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
+def on_fleet(at_once: bool):
+    """A task with no -H, for an app whose deploy.toml lists [fleet] app hosts, runs on each of them
+    (all at once, or one at a time until one fails), its lines marked with the host, and ends with
+    a line per host; the task body returns what it did in a few words for that line."""
+    def decorate(body):
+        @functools.wraps(body)
+        def run(c, *args, **kwargs):
+            hosts = fleet_hosts(c, kwargs.get("settings"))
+            if not hosts:
+                return body(c, *args, **kwargs)
+
+            def one(host: str) -> str:
+                with Connection(host, config=c.config) as connection:
+                    return body(connection, *args, **kwargs)
+
+            name = body.__name__
+            print(f"{name} on {len(hosts)} hosts ({', '.join(hosts)}): "
+                  + ("all at once" if at_once else "one at a time, stopping at the first that fails"), flush=True)
+            outcomes = fleet.run(list(hosts), one, at_once)
+            failed = [o.host for o in outcomes if o.failed]
+            if not at_once:
+                live_after(c, outcomes, kwargs.get("settings"))
+            print(f"{name}: {len(hosts) - len(failed)} of {len(hosts)} hosts ok")
+            for line in fleet.summary(outcomes, None if at_once or not failed else failed[0]):
+                print(line)
+            if failed:
+                raise Exit(f"error: {name} failed on {', '.join(failed)} (its lines above say why)", code=1)
+        return run
+    return decorate
+
+
+def live_after(c, outcomes: list[fleet.Outcome], settings_file: str | None) -> None:
+    """After a deploy or rollback that stopped: what each host it did not finish runs now."""
+    for outcome in outcomes:
+        if outcome.failed or not outcome.started:
+            try:
+                with Connection(outcome.host, config=c.config) as connection:
+                    check_host_keys(connection)
+                    live = state.pointers(target_context(connection, settings_file, quiet=True)).live_release
+                outcome.result += f"{'; ' if outcome.result else ''}live: {live or 'nothing yet'}"
+            except ERRORS + (Exit,) as exc:
+                outcome.result += f"; live: unknown ({getattr(exc, 'message', exc)})"
+
+
+def one_host(c, settings_file: str | None, task: str) -> None:
+    """Tasks that act on one host at a time refuse a fleet rather than act on this machine instead."""
+    hosts = fleet_hosts(c, settings_file)
+    if hosts:
+        raise Exit(f"error: {task} acts on one host, and deploy.toml lists a fleet: name it with -H "
+                   f"(fab -H {hosts[0]} {task})", code=2)
+
+
 SETTINGS_HELP = "the app's deploy.toml (default ./deploy.toml); the app is the git checkout holding it"
 BREAK_LOCK_HELP = "remove a deploy lock left by a deploy that was killed (see the holder in the error) first"
 
 
 @task(help={"settings": SETTINGS_HELP})
+@on_fleet(at_once=True)
 @task_errors
 def provision(c, settings=None):
     """Prepare a host (-H user@host) for the app: packages, its user, directories, services. Safe to repeat."""
@@ -192,6 +259,7 @@ def provision(c, settings=None):
     print(f"provisioning {d.target.name} for {d.settings.app.name}: {d.facts.describe()}", flush=True)
     provision_host(d)
     print(f"{d.target.name} is ready for fab deploy: {summary(d, started)}")
+    return f"ready: {summary(d, started)}"
 
 
 def unlock(d: context.Context) -> None:
@@ -202,6 +270,7 @@ def unlock(d: context.Context) -> None:
 @task(help={"settings": SETTINGS_HELP,
             "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)",
             "break_lock": BREAK_LOCK_HELP})
+@on_fleet(at_once=False)
 @task_errors
 def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
@@ -218,6 +287,7 @@ def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
     release = deployment.deploy(d, source, model, dict(os.environ))
     print(f"{release.id} is live on {d.target.name}: {summary(d, started)}\n{site_lines(d, path)}")
+    return f"{release.id} live"
 
 
 def site_lines(d: context.Context, path: Path | None) -> str:
@@ -241,6 +311,7 @@ def site_lines(d: context.Context, path: Path | None) -> str:
 @task_errors
 def certificate(c, settings=None, break_lock=False):
     """Get a TLS certificate for the site's names from the ACME server (certbot) and serve HTTPS; renewed by itself."""
+    one_host(c, settings, "certificate")
     started = time.monotonic()
     d = target_context(c, settings)
     names = certificates.certificate_names(d)
@@ -272,6 +343,7 @@ def relay_context(c, d: context.Context) -> exposing.Relay:
 @task_errors
 def expose(c, settings=None, stop=False, break_lock=False):
     """Serve the app at [expose] domain over HTTPS from your relay, through an SSH tunnel from its target."""
+    one_host(c, settings, "expose")
     started = time.monotonic()
     d = target_context(c, settings)
     domain = exposing.exposed(d)
@@ -292,6 +364,7 @@ def expose(c, settings=None, stop=False, break_lock=False):
 
 @task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
             "break_lock": BREAK_LOCK_HELP})
+@on_fleet(at_once=False)
 @task_errors
 def rollback(c, settings=None, to=None, break_lock=False):
     """Make the previous release live again (the same gated cutover as a deploy)."""
@@ -300,9 +373,11 @@ def rollback(c, settings=None, to=None, break_lock=False):
         unlock(d)
     release = deployment.rollback(d, to)
     print(f"{release.id} is live again on {d.target.name}")
+    return f"{release.id} live again"
 
 
 @task(help={"settings": SETTINGS_HELP})
+@on_fleet(at_once=True)
 @task_errors
 def status(c, settings=None):
     """Show what runs (supervisord, both gunicorn programs, the app's processes, the live release, readiness,
@@ -342,9 +417,11 @@ def status(c, settings=None):
     print(f"  {'host':<{width}}{d.facts.describe()}")
     for label, text in health_lines(d.facts.health):
         print(f"  {label:<{width}}{text}")
+    return f"release {s.release.id if s.release else 'none'}, ready: {s.ready or 'no live program'}"
 
 
 @task(help={"settings": SETTINGS_HELP})
+@on_fleet(at_once=True)
 @task_errors
 def releases(c, settings=None):
     """List the releases on the target, newest first, with the live and idle colors marked."""
@@ -353,7 +430,7 @@ def releases(c, settings=None):
     print(f"releases of {d.settings.app.name} on {d.target.name}:")
     if not found:
         print("  none yet: fab deploy makes one")
-        return
+        return "no releases"
     pointers = state.pointers(d)
     results = {h["release"]: h["result"] for h in state.history(d)}
     for release in reversed(found):
@@ -361,11 +438,13 @@ def releases(c, settings=None):
                  if id == release.id]
         print(f"  {release.id:<32}model {release.model_version:<14}{release.workers} workers  "
               f"{results.get(release.id, 'never live'):<11}{', '.join(marks)}")
+    return f"{len(found)} releases, live: {pointers.live_release or 'none'}"
 
 
 @task(help={"settings": SETTINGS_HELP,
             "what": "app (the live gunicorn and the app, default; gunicorn is the same), nginx, supervisord, or tunnel",
             "lines": "how many lines (default 50)", "follow": "keep printing new lines (Ctrl-C stops)"})
+@on_fleet(at_once=True)
 @task_errors
 def logs(c, settings=None, what="app", lines=50, follow=False):
     """Show the last lines of the live app's log (or nginx's, or supervisord's)."""
@@ -379,6 +458,7 @@ def logs(c, settings=None, what="app", lines=50, follow=False):
 
 
 @task(help={"settings": SETTINGS_HELP})
+@on_fleet(at_once=True)
 @task_errors
 def diff(c, settings=None):
     """Show how the rendered configs differ from the target's files (a unified diff); changes nothing."""
@@ -386,14 +466,17 @@ def diff(c, settings=None):
     path = model_path(d.settings)
     diffs = deployment.diff(d, model_size_mb(path) if path else 0)
     print("".join(diffs).rstrip() if diffs else f"no differences: the configs on {d.target.name} are as rendered")
+    return f"{len(diffs)} files differ" if diffs else "no differences"
 
 
 @task(help={"settings": SETTINGS_HELP})
+@on_fleet(at_once=True)
 @task_errors
 def stop(c, settings=None):
     """Stop the app's gunicorn programs (on this machine also the supervisord and nginx it started)."""
     pids = deployment.stop(target_context(c, settings))
     print(f"stopped {len(pids)} processes ({', '.join(map(str, pids))})" if pids else "nothing was running")
+    return f"stopped {len(pids)} processes"
 
 
 @task(help={"settings": SETTINGS_HELP, "release": "the release to run in (default: the live one; before any went "
@@ -403,6 +486,7 @@ def run(c, command, settings=None, release=None):
     """Run COMMAND in the live release as the app, with its environment and secrets; exits with its status.
 
     COMMAND is one shell command, quoted: a migration, init-db, a shell."""
+    one_host(c, settings, "run")
     d = target_context(c, settings)
     chosen, argv = deployment.run_command(d, command, release)
     print(f"running in {chosen.id} on {d.target.name} as {d.layout.secrets_owner or d.layout.user}: {command}",

@@ -64,13 +64,30 @@ def app_checkout(repo: Path, settings: str) -> Path:
         if (ROOT / name).is_file() and not name.startswith("tests/golden/"):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    (repo / "deploy.toml").write_text(settings)
-    git(repo, "init", "-q")
-    git(repo, "config", "user.name", "test")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "the app")
+    return committed(repo, {"deploy.toml": settings})
+
+
+def committed(repo: Path, files: dict[str, str]) -> Path:
+    """repo (made if need be) with these files (name -> text) added, as a new git repository's first commit."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    for args in (["init", "-q"], ["config", "user.name", "test"], ["config", "user.email", "test@example.com"],
+                 ["add", "-A"], ["commit", "-qm", "the app"]):
+        git(repo, *args)
     return repo
+
+
+# A one-page Flask app's pinned requirements: a deploy of it takes seconds (tests/test_firewall.py, test_fleet.py).
+FLASK_REQUIREMENTS = """blinker==1.9.0
+click==8.5.1
+flask==3.1.3
+gunicorn==27.0.1
+itsdangerous==2.2.0
+jinja2==3.1.6
+markupsafe==3.0.4
+werkzeug==3.1.9
+"""
 
 
 def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from tests import hosts
 from tests.remote import Site, ssh_config, steps, timed
-from tests.servers import git, ok, request
+from tests.servers import FLASK_REQUIREMENTS, committed, git, ok, request
 
 MISSING = hosts.missing_requirements()
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"a test host with a network of its own: {MISSING}"),
@@ -28,15 +28,6 @@ pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"a test host with 
 
 APP = "walled"
 LISTENER = 8081  # a port something listens on, which the firewall must not let in
-REQUIREMENTS = """blinker==1.9.0
-click==8.5.1
-flask==3.1.3
-gunicorn==27.0.1
-itsdangerous==2.2.0
-jinja2==3.1.6
-markupsafe==3.0.4
-werkzeug==3.1.9
-"""
 APP_SOURCE = '''from flask import Flask
 
 app = Flask(__name__)
@@ -56,11 +47,8 @@ def walled(tmp_path_factory) -> Site:
                             name="walled")
     try:
         assert host.network.inbound and host.address.startswith("198.51.100.")  # never the machine's own network
-        repo = workdir / "app"
-        repo.mkdir()
-        (repo / "app.py").write_text(APP_SOURCE)
-        (repo / "requirements.txt").write_text(REQUIREMENTS)
-        (repo / "deploy.toml").write_text(f"""[app]
+        repo = committed(workdir / "app", {"app.py": APP_SOURCE, "requirements.txt": FLASK_REQUIREMENTS,
+                                           "deploy.toml": f"""[app]
 name = "{APP}"
 wsgi = "app:app"
 [nginx]
@@ -70,10 +58,7 @@ rate_limit = "off"
 ready_timeout = 60
 [firewall]
 enabled = true
-""")
-        for args in (["init", "-q"], ["config", "user.name", "test"], ["config", "user.email", "test@example.com"],
-                     ["add", "-A"], ["commit", "-qm", "the app"]):
-            git(repo, *args)
+"""})
         known = workdir / "known_hosts"
         known.write_text(host.known_hosts_line() + "\n")
         yield Site(host, repo, ssh_config(workdir / "ssh_config", host, known))

@@ -1,0 +1,175 @@
+"""A fleet of three app hosts in deploy.toml ([fleet] app), driven by the real `fab` with no -H: each
+a systemd test host with a network namespace of its own (tests/hosts.py, `inbound`), so every nginx
+listens on every address as on a real server, and this machine reaches them as a controller would.
+
+provision runs on all three at once (their lines interleave, each marked with its host); deploy goes
+one host at a time and stops at the first host that fails, leaving the rest on what they ran, and
+says at the end what each host runs; status and releases run at once; a task that acts on one host
+(run) refuses a fleet. The app is a one-page Flask app, so a deploy takes seconds.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests import hosts
+from tests.servers import FLASK_REQUIREMENTS, committed, fab, git, request
+
+MISSING = hosts.missing_requirements()
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts with networks of their own: {MISSING}"),
+              pytest.mark.slow]
+
+APP = "flock"
+NAMES = ("fleet1", "fleet2", "fleet3")
+APP_SOURCE = '''from pathlib import Path
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return Path(__file__).with_name("VERSION").read_text()
+'''
+
+
+class Fleet:
+    def __init__(self, members: dict[str, hosts.TestHost], repo, config):
+        self.members, self.repo, self.config = members, repo, config
+
+    def fab(self, *args: str, hosts: str | None = None):
+        return fab("-S", str(self.config), *(["-H", hosts] if hosts else []), *args,
+                   "--settings", str(self.repo / "deploy.toml"), timeout=1800)
+
+    def serves(self) -> dict[str, str]:
+        return {name: (lambda answer: (answer[0], answer[2].decode()))(
+                    request(80, "/", host="flock.test", address=host.address)) for name, host in self.members.items()}
+
+    def release(self, version: str) -> None:
+        (self.repo / "VERSION").write_text(version)
+        git(self.repo, "commit", "-qam", f"version {version}")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("fleet")
+    key = hosts.make_client_key(workdir)
+    members: dict[str, hosts.TestHost] = {}
+    try:
+        for name in NAMES:
+            members[name] = hosts.start_host("systemd", None, workdir, key, network=True, inbound=True, name=name)
+        known = workdir / "known_hosts"
+        known.write_text("".join(host.known_hosts_line() + "\n" for host in members.values()))
+        config = workdir / "ssh_config"
+        config.write_text("".join(
+            f"Host {name}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n" for name, host in members.items()))
+        repo = committed(workdir / "app", {"app.py": APP_SOURCE, "requirements.txt": FLASK_REQUIREMENTS,
+                                           "VERSION": "one\n", "deploy.toml": f"""[app]
+name = "{APP}"
+wsgi = "app:app"
+[nginx]
+server_names = ["flock.test"]
+rate_limit = "off"
+[deploy]
+ready_timeout = 60
+[firewall]
+enabled = false
+[fleet]
+app = [{", ".join(f'"{name}"' for name in NAMES)}]
+"""})
+        yield Fleet(members, repo, config)
+    finally:
+        for host in members.values():
+            host.stop()
+
+
+def marked(out: str, name: str) -> list[str]:
+    """The lines of one host, without their mark."""
+    return [line.split(" | ", 1)[1] for line in out.splitlines() if line.startswith(f"{name} | ")]
+
+
+def summary(out: str) -> dict[str, str]:
+    """The closing line per host: host -> the rest of its line."""
+    return dict(re.findall(rf"^  ({'|'.join(NAMES)})  +(.*)$", out, re.M))
+
+
+def test_a_fleet_is_provisioned_at_once_and_deployed_one_host_at_a_time(fleet):
+    began = time.monotonic()
+    result = fleet.fab("provision")
+    at_once = time.monotonic() - began
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert out.startswith(f"provision on 3 hosts ({', '.join(NAMES)}): all at once"), out
+    lines = out.splitlines()
+    firsts = [next(i for i, line in enumerate(lines) if line.startswith(f"{name} | provisioning")) for name in NAMES]
+    readies = [next(i for i, line in enumerate(lines) if line.startswith(f"{name} | {name} is ready"))
+               for name in NAMES]
+    assert max(firsts) < min(readies), f"the hosts were not provisioned at once:\n{out}"
+    assert "provision: 3 of 3 hosts ok" in out and all(v.startswith("ok") for v in summary(out).values()), out
+
+    # Once provisioned, the same provision at once and one host after the other (fab -H a,b,c), side by side.
+    began = time.monotonic()
+    again = fleet.fab("provision")
+    again_at_once = time.monotonic() - began
+    began = time.monotonic()
+    serial = fleet.fab("provision", hosts=",".join(NAMES))
+    one_by_one = time.monotonic() - began
+    assert again.returncode == 0 and serial.returncode == 0, again.stdout + serial.stdout + serial.stderr
+    print(f"provision of 3 hosts: first {at_once:.1f} s at once; again {again_at_once:.1f} s at once, "
+          f"{one_by_one:.1f} s one after the other (fab -H)")
+
+    out = fleet.fab("deploy").stdout
+    assert "deploy: 3 of 3 hosts ok" in out, out
+    one = {name: re.search(r"\d{8}T\d{6}-(\w+) live$", text)[1] for name, text in summary(out).items()}
+    assert len(set(one.values())) == 1, out  # the same revision everywhere
+    assert fleet.serves() == {name: (200, "one\n") for name in NAMES}
+    # One at a time: fleet2 begins after fleet1 has ended.
+    lines = out.splitlines()
+    assert max(i for i, line in enumerate(lines) if line.startswith("fleet1 | ")) < min(
+        i for i, line in enumerate(lines) if line.startswith("fleet2 | ")), out
+
+
+def test_a_deploy_stops_at_the_first_host_that_fails_and_says_what_each_host_runs(fleet):
+    before = summary(fleet.fab("releases").stdout)
+    old = {name: re.search(r"live: (\S+)", text)[1] for name, text in before.items()}
+    fleet.release("two\n")
+    fleet.members["fleet2"].ssh(f"mkdir -p /srv/{APP}/deploy.lock && echo 'deploy by someone' > "
+                                f"/srv/{APP}/deploy.lock/holder")
+    result = fleet.fab("deploy")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    ended = summary(result.stdout)
+    new = re.search(r"(\S+) live$", ended["fleet1"])[1]
+    assert ended["fleet1"].startswith("ok") and new != old["fleet1"], out
+    assert ended["fleet2"].startswith("FAILED") and "deploy by someone" in ended["fleet2"], out
+    assert ended["fleet2"].endswith(f"live: {old['fleet2']}"), out
+    assert ended["fleet3"] == f"not started (stopped at fleet2); live: {old['fleet3']}", out
+    assert "error: deploy failed on fleet2" in result.stderr, out
+    assert any("deploy by someone" in line for line in marked(result.stderr, "fleet2")), out
+    assert fleet.serves() == {"fleet1": (200, "two\n"), "fleet2": (200, "one\n"), "fleet3": (200, "one\n")}
+
+    # The lock gone, the same deploy again: fleet1 has the release already, the others get it.
+    fleet.members["fleet2"].ssh(f"rm -r /srv/{APP}/deploy.lock")
+    out = fleet.fab("deploy").stdout
+    assert "deploy: 3 of 3 hosts ok" in out, out
+    assert {re.search(r"-(\w+) live$", text)[1] for text in summary(out).values()} == {new.split("-")[1]}, out
+    assert re.search(r"^fleet1 \| .*0 of \d+ steps changed something", out, re.M), out
+    assert fleet.serves() == {name: (200, "two\n") for name in NAMES}
+
+
+def test_status_and_releases_run_at_once_and_a_one_host_task_refuses_a_fleet(fleet):
+    result = fleet.fab("status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in NAMES:
+        assert marked(result.stdout, name)[0].startswith(f"{APP} on {name}: http://flock.test/"), result.stdout
+        assert re.search(rf"^  {name}  +ok .*release \S+, ready: ", result.stdout, re.M), result.stdout
+    refused = fleet.fab("run", "true")
+    assert refused.returncode == 2 and "run acts on one host, and deploy.toml lists a fleet" in refused.stderr
+    assert "fab -H fleet1 run" in refused.stderr
+    # -H still picks one host of the fleet.
+    out = fleet.fab("releases", hosts="fleet3").stdout
+    assert out.startswith(f"releases of {APP} on ") and " | " not in out, out
