@@ -149,6 +149,7 @@ def wait_ready(ctx: Context, color: str, release: Release) -> None:
     deadline = ctx.clock() + timeout
     path, mode = health(ctx)
     smoke = ctx.settings.deploy.smoke_path
+    first_pid = None
     while True:
         # Asked in rounds of 2 s: a program that exits is seen between them.
         answers = ask(ctx, [path] + ([smoke] if smoke else []), wait=max(0.0, min(2.0, deadline - ctx.clock())),
@@ -159,9 +160,14 @@ def wait_ready(ctx: Context, color: str, release: Release) -> None:
             raise DeployError(f"{name} answers GET {path} with 404: the app has no such route. Set [deploy] "
                               "health_path to a route that answers 200 once the app is ready, or to \"\" (ready "
                               "once GET / answers below 500)")
-        state_now = ctx.programs.status(color).state
-        if state_now in EXITED:
-            raise DeployError(f"{name} exited before it was ready ({state_now}): the app fails to start")
+        program = ctx.programs.status(color)
+        if program.state in EXITED:
+            raise DeployError(f"{name} exited before it was ready ({program.state}): the app fails to start")
+        # A program that exits after startsecs is started again at once: a crash loop, seen by its pid.
+        first_pid = first_pid or program.pid
+        if program.pid and program.pid != first_pid:
+            raise DeployError(f"{name} exited before it was ready and was started again (pid {first_pid}, then "
+                              f"{program.pid}): the app fails to start")
         if ctx.clock() >= deadline:
             wanted = f"answer GET {path} with 200" if mode == "ok" else "answer GET / (below 500)"
             raise DeployError(f"{name} did not {wanted} within {timeout} s ([deploy] ready_timeout); last "

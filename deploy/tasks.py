@@ -227,7 +227,6 @@ def live_after(c, outcomes: list[fleet.Outcome], settings_file: str | None) -> N
         if outcome.failed or not outcome.started:
             try:
                 with Connection(outcome.host, config=c.config) as connection:
-                    check_host_keys(connection)
                     live = state.pointers(target_context(connection, settings_file, quiet=True)).live_release
                 outcome.result += f"{'; ' if outcome.result else ''}live: {live or 'nothing yet'}"
             except ERRORS + (Exit,) as exc:

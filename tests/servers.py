@@ -78,6 +78,19 @@ def committed(repo: Path, files: dict[str, str]) -> Path:
     return repo
 
 
+# A one-page Flask app that answers its VERSION file (app:app), for deploys that take seconds.
+VERSIONED_APP = '''from pathlib import Path
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return Path(__file__).with_name("VERSION").read_text()
+'''
+
 # A one-page Flask app's pinned requirements: a deploy of it takes seconds (tests/test_firewall.py, test_fleet.py).
 FLASK_REQUIREMENTS = """blinker==1.9.0
 click==8.5.1

@@ -1,12 +1,14 @@
 """The benchmark scripts still run (on small models; the figures themselves are not checked)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from app.model import build
+from tests import hosts
 from tests.servers import ROOT
 
 
@@ -40,3 +42,11 @@ def test_jobs_benchmark_prints_a_job_beside_batch(demo_model):
               "--polls", "0.1")
     assert "/api/v1/batch (synchronous)" in out and "ratio job (poll 0.1 s) / batch" in out
     assert "one job of 200 lines" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(hosts.missing_requirements() is not None, reason=f"a test host: {hosts.missing_requirements()}")
+def test_deploy_speed_benchmark_counts_what_a_no_op_and_a_code_only_deploy_send():
+    out = run("deploy_speed.py", "-n", "1")
+    assert re.search(r"no-op deploy: +[\d.]+ s wall, +[\d.]+ s in \d+ calls to the host \(read \d+, run \d+", out), out
+    assert re.search(r"code-only deploy: .* cutover step +[\d.]+ s", out), out

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests import hosts
-from tests.servers import FLASK_REQUIREMENTS, committed, fab, git, request
+from tests.servers import FLASK_REQUIREMENTS, VERSIONED_APP, committed, fab, git, request
 
 MISSING = hosts.missing_requirements()
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts with networks of their own: {MISSING}"),
@@ -23,17 +23,6 @@ pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts with n
 
 APP = "flock"
 NAMES = ("fleet1", "fleet2", "fleet3")
-APP_SOURCE = '''from pathlib import Path
-
-from flask import Flask
-
-app = Flask(__name__)
-
-
-@app.get("/")
-def index():
-    return Path(__file__).with_name("VERSION").read_text()
-'''
 
 
 class Fleet:
@@ -67,7 +56,7 @@ def fleet(tmp_path_factory):
         config.write_text("".join(
             f"Host {name}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n" for name, host in members.items()))
-        repo = committed(workdir / "app", {"app.py": APP_SOURCE, "requirements.txt": FLASK_REQUIREMENTS,
+        repo = committed(workdir / "app", {"app.py": VERSIONED_APP, "requirements.txt": FLASK_REQUIREMENTS,
                                            "VERSION": "one\n", "deploy.toml": f"""[app]
 name = "{APP}"
 wsgi = "app:app"

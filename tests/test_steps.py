@@ -117,6 +117,21 @@ def test_a_program_that_exits_while_starting_fails_at_once(fake):
     assert target.now <= 2  # one round of the probe, not the ready timeout
 
 
+def test_a_program_that_keeps_exiting_after_startsecs_is_a_crash_loop_seen_by_its_pid(fake):
+    """startsecs is 1 s: a program that exits later is started again at once, never BACKOFF. Its
+    pid changing while the deploy waits for readiness fails the deploy long before the ready timeout."""
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.ready["green"] = False
+    pids = iter(range(400, 500))
+    target.respond(r"supervisorctl .* status modelhost-green",
+                   lambda argv, command: (f"modelhost-green   RUNNING   pid {next(pids)}, uptime 0:00:02\n", "", 0))
+    with pytest.raises(DeployError, match=r"modelhost-green exited before it was ready and was started again "
+                                          r"\(pid \d+, then \d+\): the app fails to start"):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert target.now <= 4 and target.states["blue"] == "RUNNING"  # two rounds of the probe; blue serves on
+
+
 def test_without_a_health_path_any_answer_below_500_to_get_slash_is_ready():
     ctx, target = fake_context({"deploy": {"health_path": "", "smoke_path": ""}})
     target.routes = False  # GET / answers 404: the app is up, it just has no page there
