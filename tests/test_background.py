@@ -16,13 +16,14 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests import hosts
 from tests.servers import eventually, free_port, needs_nginx
-from tests.test_own_apps import Http, Sample, add_lines, commit_all, initialised, modelhost, new_checkout, ok
+from tests.test_own_apps import Http, Sample, commit_all, initialised, modelhost, new_checkout, ok
 
 pytestmark = [needs_nginx, pytest.mark.slow]
 
@@ -280,7 +281,11 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
     log = (host.root / "var/log/spool/schedule/tick.log").read_text()
     # A run due while the lock was held waited and ran after it; one due while a run went was skipped.
     assert "exit 0" in log and ("after waiting" in log or held[1] - held[0] < period), log
-    assert all(b - a > period * 0.7 for a, b in zip(starts, starts[1:])), f"more than one run a period: {found}\n{log}"
+    # One start a period (periods as the schedule counts them): a run that waited for the deploy starts
+    # late, in a period whose own due time came while it waited (and was skipped), so the run due next
+    # may follow it closely.
+    per_period = Counter(int(at // period) for at in starts)
+    assert max(per_period.values()) == 1, f"more than one run a period: {found}\n{log}"
     status = task("status")
     assert re.search(r"tick +.* last .*exit 0 after [\d.]+ s, release", status), status
     assert "tick in" in task("logs", "--what", "tick")
