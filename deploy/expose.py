@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploy import commands, state
+from deploy.balancer import NGINX_PACKAGES, ensure_nginx_running
 from deploy.certificate import check_names, ensure_certbot, obtain
 from deploy.commands.ssh import FIRST_PORT, LAST_PORT, TUNNEL_SOURCE
 from deploy.context import Context, DeployError
@@ -44,7 +45,6 @@ RELAY_HOME = Path("/var/lib") / RELAY
 AUTHORIZED = RELAY_HOME / ".ssh" / "authorized_keys"
 SSHD_DROP_IN = Path("/etc/ssh/sshd_config.d") / f"{RELAY}.conf"
 FAILURES = 3  # end-to-end checks failed in a row before the tunnel connects again
-RELAY_PACKAGES = ["nginx", "procps"]  # certbot comes with the certificate's steps
 
 
 @dataclass(frozen=True)
@@ -119,17 +119,8 @@ def ensure_relay(relay: Context) -> None:
     the tunnel user, and sshd's rules for it."""
     systemd = relay.facts.systemd
     with relay.step("relay") as step:
-        missing = install_missing(relay, RELAY_PACKAGES)
-        default = relay.layout.nginx_enabled / "default"
-        if relay.run(commands.exists_or_dangling_link(default), check=False).exited == 0:
-            relay.run(commands.remove(default))
-            step.changed = True
-        for check, action in (("is-enabled", "enable"), ("is-active", "start")):
-            if relay.run(commands.service(systemd, "nginx", check), check=False).exited != 0:
-                relay.nginx.test()
-                relay.run(commands.service(systemd, "nginx", action), timeout=120)
-                step.changed = True
-        step.changed |= bool(missing)
+        missing = install_missing(relay, NGINX_PACKAGES)
+        step.changed = ensure_nginx_running(relay) or bool(missing)
         step.detail = ((f"installed {', '.join(missing)}; " if missing else "")
                        + "nginx running, Debian's default site off")
     with relay.step("tunnel user") as step:

@@ -115,7 +115,8 @@ def site_ports(settings) -> tuple[list[tuple[int, str]], str]:
 
 def app_rules(settings) -> list[Rule]:
     """What this app wants let in, SSH apart: its site's ports and [firewall] allow."""
-    return site_rules(site_ports(settings)[0]) + [commands.parse_rule(f"{spec} allow")
+    sources = settings.fleet.balancer_addresses or ("",)  # behind a balancer, from it only
+    return site_rules(site_ports(settings)[0], sources) + [commands.parse_rule(f"{spec} allow")
                                                   for spec in settings.firewall.allow]
 
 

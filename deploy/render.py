@@ -339,7 +339,7 @@ def site_app(app: App, live: str) -> dict:
     s, layout = app.settings, app.layout
     return dict(
         name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live, relay=False,
-        upstream=f"unix:{layout.socket(live)}", rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
+        upstreams=(), upstream=f"unix:{layout.socket(live)}", rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
         form_rate_limit=s.nginx.form_rate_limit,
         cache=s.nginx.cache, cache_dir=layout.cache_dir, cache_valid=s.nginx.cache_valid,
         cache_max_size=s.nginx.cache_max_size, client_max_body_size=s.nginx.client_max_body_size,
@@ -358,7 +358,7 @@ def site_key(app: App) -> dict:
     return dict(server_names=s.nginx.server_names, http_listen=layout.http_listen, tls=tls,
                 connections_per_address=s.nginx.connections_per_address,
                 tls_listen=layout.tls_listen if tls else "", certificate=certificate, certificate_key=key,
-                acme_webroot=s.nginx.acme_webroot, relay=False,
+                acme_webroot=s.nginx.acme_webroot, relay=False, balancers=s.fleet.balancer_addresses,
                 # fab expose's tunnel comes in here ("" with no [expose] domain)
                 tunnel=str(layout.tunnel_socket) if s.expose.domain else "", tunnel_domain=s.expose.domain)
 
@@ -424,6 +424,7 @@ def nginx_files(sites: list[dict], layout: Layout, facts: HostFacts) -> list[tup
                       f"nginx site for {', '.join(a['name'] for a in values['apps'])}"))
     files.append((layout.nginx_host_file, template(
         "nginx/modelhost.conf.j2", http_listens=sorted({s["key"]["http_listen"] for s in sites}),
+        balancers=sorted({address for s in sites for address in s["key"]["balancers"]}),
         tls_listens=sorted({s["key"]["tls_listen"] for s in sites} - {""})),
         "nginx, once per host: the catch-all servers that drop unknown host names, the API's JSON errors"))
     if any(site["key"]["tls"] for site in sites):
@@ -466,6 +467,37 @@ def render_relay(relayed, layout: Layout, facts: HostFacts, port: int, certifica
     site["values"] = {**site["key"], "relay": True, "logs": None, "apps": [
         {**site_app(app, COLORS[0]), "name": name, "zone": name.replace("-", "_"), "relay": True,
          "upstream": f"127.0.0.1:{port}"}]}
+    return {destination: content for destination, content, _ in nginx_files([site], layout, facts)}
+
+
+# ---- a fleet's balancer: nginx spreading the site over the app hosts ([fleet]) ---------------------
+
+def balancer_settings(settings) -> object:
+    """The app's settings as the fleet's balancer serves it: the app's names, ports, TLS, limits and
+    /metrics rules; no static files, cache or password (each app host's own nginx has those)."""
+    balanced = copy.deepcopy(settings)
+    balanced.app.name = f"{settings.app.name}-fleet"
+    balanced.nginx.basic_auth, balanced.nginx.cache, balanced.nginx.static_dir = False, False, ""
+    balanced.expose.domain = ""
+    balanced.fleet.balancer_addresses = ()  # its own clients are the world
+    return balanced
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An app host as the balancer reaches it."""
+    host: str  # as [fleet] app names it
+    address: str  # host:port of its site
+    down: bool = False  # out of the balancer: being deployed
+
+
+def render_balancer(balanced, layout: Layout, facts: HostFacts, upstreams: list[Upstream],
+                    certificate: bool) -> dict[Path, str]:
+    """The balancer's nginx files: its site proxying to the app hosts' sites, and the host's modelhost.conf."""
+    app = App(balanced, layout, WorkerPlan(1, "balancer"), certificate=certificate)
+    site = {"key": site_key(app)}
+    site["values"] = {**site["key"], "relay": True, "logs": layout.nginx_logs, "apps": [
+        {**site_app(app, COLORS[0]), "relay": True, "upstream": "", "upstreams": upstreams}]}
     return {destination: content for destination, content, _ in nginx_files([site], layout, facts)}
 
 

@@ -122,6 +122,16 @@ def processes_table() -> Check:
                  f"digits and - (not {', '.join(RESERVED_NAMES)}); commands one line", convert)
 
 
+def address_table() -> Check:
+    """[fleet.addresses]: host = "address" (an IP address or a DNS name, as nginx's upstream takes it)."""
+    def convert(value):
+        _require(isinstance(value, dict))
+        for address in value.values():
+            _require(isinstance(address, str) and re.fullmatch(r"[A-Za-z0-9._-]+|\[[0-9a-fA-F:.]+\]", address))
+        return dict(value)
+    return Check('a table of host = "address" (an IP address, [IPv6] or a DNS name)', convert)
+
+
 def schedule_table() -> Check:
     """[app.schedule]: name = {schedule = "...", command = "..."}; each schedule read (deploy/schedules.py)."""
     from deploy.schedules import ScheduleError, parse
@@ -148,6 +158,7 @@ PROCESS_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]")
 RESERVED_NAMES = ("web", "blue", "green", "tunnel")
 # A host as ssh reaches it from here: a name of ~/.ssh/config, or [user@]host[:port].
 SSH_HOST = re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:[0-9]{1,5})?")
+FLEET_HOST = matching(SSH_HOST.pattern, 'a host such as "pi1" or "deploy@10.0.0.11"')
 COMMAND = matching(r"[^\n\r\0]*\S[^\n\r\0]*", "a command on one line")
 NAME = matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a name of 2-32 lowercase letters, digits and -, "
                                                  "starting with a letter")
@@ -367,7 +378,12 @@ SETTINGS = [
     Setting("firewall.allow", (), "More ports the firewall lets in, for everyone or from an address or network "
             "(monitoring, a VPN).", list_of(FIREWALL_RULE)),
     Setting("fleet.app", (), "The app's hosts, as ssh reaches them: with no -H, tasks act on all of them (deploy and "
-            "rollback one at a time, stopping at the first failure; the others at once).", list_of(matching(SSH_HOST.pattern, 'a host such as "pi1" or "deploy@10.0.0.11"'))),
+            "rollback one at a time, stopping at the first failure; the others at once).", list_of(FLEET_HOST)),
+    Setting("fleet.balancer", (), "Hosts (as ssh reaches them) whose nginx spreads the site over the app hosts; "
+            "a deploy takes each app host out of it while it is deployed.", list_of(FLEET_HOST)),
+    Setting("fleet.addresses", {}, 'The private address of a host: pi1 = "10.0.0.11", where the balancer reaches '
+            "an app host, or a balancer's that app hosts see (default: the address ssh connects to).", address_table()),
+    Setting("fleet.at_once", 1, "App hosts a rolling deploy takes out of the balancer at a time.", integer(1, 100)),
     Setting("local.root", "~/.local/share/modelhost", "Where the local target keeps everything.", PATH),
     Setting("local.port", 8080, "Port of the local target's nginx on 127.0.0.1.", integer(1024, 65535)),
     Setting("local.start_at_boot", False, "Start the local target's supervisord (and so nginx and the live app) "
@@ -428,6 +444,10 @@ def check_settings(data: dict, source: str = SETTINGS_FILE) -> SimpleNamespace:
     for key, value in values.items():
         section, name = key.split(".", 1)
         setattr(sections[section], name, value)
+    # Where the app hosts see the balancers' requests come from: [fleet] addresses, and for each
+    # balancer without one the address ssh reaches it at (tasks.load_settings fills those in).
+    fleet = sections["fleet"]
+    fleet.balancer_addresses = tuple(fleet.addresses[b] for b in fleet.balancer if b in fleet.addresses)
     return SimpleNamespace(**sections, source=None)  # source: the deploy.toml read (load sets it)
 
 
@@ -470,9 +490,22 @@ def cross_checks(values: dict) -> list[str]:
     if both:
         problems.append(f"{both[0]!r} names both a process and a scheduled job: their programs are named "
                         f"<app>-<name>, so give them different names")
-    twice = sorted({host for host in values["fleet.app"] if values["fleet.app"].count(host) > 1})
-    if twice:
-        problems.append(f"[fleet] app names {', '.join(twice)} more than once: list each host once")
+    for key in ("fleet.app", "fleet.balancer"):
+        twice = sorted({host for host in values[key] if values[key].count(host) > 1})
+        if twice:
+            problems.append(f"[fleet] {key.split('.')[1]} names {', '.join(twice)} more than once: list each host once")
+    both = sorted(set(values["fleet.app"]) & set(values["fleet.balancer"]))
+    if both:
+        problems.append(f"[fleet] {both[0]} is both an app host and a balancer: a balancer's nginx takes the site's "
+                        "port, so give the balancer a host of its own")
+    if values["fleet.balancer"] and not values["fleet.app"]:
+        problems.append("[fleet] balancer is set but app is not: list the app hosts it spreads the site over")
+    unknown = sorted(set(values["fleet.addresses"]) - set(values["fleet.app"]) - set(values["fleet.balancer"]))
+    if unknown:
+        problems.append(f"[fleet] addresses names {', '.join(unknown)}, which is in neither [fleet] app nor balancer")
+    if values["fleet.balancer"] and values["expose.domain"]:
+        problems.append("[fleet] balancer and [expose]: the balancer is the site's public face; expose one or the "
+                        "other")
     if values["nginx.tls"] and values["nginx.tls_port"] == values["nginx.port"]:
         problems.append(f"[nginx] tls_port = {values['nginx.tls_port']}: must differ from port")
     return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -24,13 +25,17 @@ from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from deploy import certificate as certificates, commands, context, deployment, discover, fleet, lock, state
+from deploy import balancer as balancing
 from deploy import expose as exposing
 from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
 from deploy.facts import FactsError, gather, health_lines, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.provision import provision as provision_host
-from deploy.render import README_TITLE, RenderError, plan_app, relay_settings, render as render_files
+from deploy.firewall import ensure_firewall
+from deploy.lock import locked
+from deploy.render import README_TITLE, RenderError, Upstream, balancer_settings, plan_app, relay_settings
+from deploy.render import render as render_files
 from deploy.requirements import unpinned_message
 from deploy.source import SourceError, read_model, read_source
 from deploy.target import CommandFailed, Target, TargetError, check_host_keys
@@ -145,15 +150,35 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
 
 # ---- deploying: with -H user@host to hosts over SSH, else to this machine (the local target) -------
 
-def print_step(step: Step) -> None:
+def print_step(step: Step, mark: str = "") -> None:
     outcome = "failed" if step.failed else "changed" if step.changed else "unchanged"
-    print(f"  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
+    print(f"{mark}  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
+
+
+def load_settings(c, settings_file: str | None):
+    """deploy.toml, with the addresses app hosts see the fleet's balancers at: [fleet] addresses, else
+    where ssh reaches each (its ssh_config HostName, resolved here)."""
+    settings = deploy_settings.load(settings_file or default_settings())
+    fleet = settings.fleet
+    if fleet.balancer:
+        fleet.balancer_addresses = tuple(fleet.addresses.get(name) or resolved(c, name) for name in fleet.balancer)
+    return settings
+
+
+def resolved(c, name: str) -> str:
+    """The address ssh reaches a host of [fleet] at, as this machine resolves it."""
+    host = Connection(name, config=c.config).host
+    try:
+        return socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
+    except OSError as exc:
+        raise DeployError(f"cannot resolve {host} ([fleet] {name}): {exc}; set its address in [fleet] addresses") \
+            from None
 
 
 def target_context(c, settings_file: str | None, quiet: bool = False) -> context.Context:
     """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
     user is not root), or this machine. Steps are printed as they end, unless quiet."""
-    settings = deploy_settings.load(settings_file or default_settings())
+    settings = load_settings(c, settings_file)
     report = (lambda step: None) if quiet else print_step
     if remote(c):
         return context.Context(Target(c, root=True), settings, system_layout(settings), report=report)
@@ -206,9 +231,19 @@ def on_fleet(at_once: bool):
                     return body(connection, *args, **kwargs)
 
             name = body.__name__
-            print(f"{name} on {len(hosts)} hosts ({', '.join(hosts)}): "
-                  + ("all at once" if at_once else "one at a time, stopping at the first that fails"), flush=True)
-            outcomes = fleet.run(list(hosts), one, at_once)
+            settings = load_settings(c, kwargs.get("settings"))
+            balancers = settings.fleet.balancer
+            how = ("all at once" if at_once else f"{settings.fleet.at_once} at a time out of the balancer"
+                   if balancers else "one at a time, stopping at the first that fails")
+            print(f"{name} on {len(hosts)} hosts ({', '.join(hosts)}): {how}", flush=True)
+            if not balancers:
+                outcomes = fleet.run(list(hosts), one, at_once)
+            elif at_once:
+                outcomes = fleet.run(list(hosts), one, at_once)
+                if name == "provision" and not any(o.failed for o in outcomes):
+                    provision_balancers(c, settings, list(hosts))
+            else:
+                outcomes = roll(c, settings, list(hosts), one, name)
             failed = [o.host for o in outcomes if o.failed]
             if not at_once:
                 live_after(c, outcomes, kwargs.get("settings"))
@@ -219,6 +254,62 @@ def on_fleet(at_once: bool):
                 raise Exit(f"error: {name} failed on {', '.join(failed)} (its lines above say why)", code=1)
         return run
     return decorate
+
+
+def balancer_contexts(c, settings) -> list[context.Context]:
+    """The fleet's balancers, each reached over SSH (host keys checked), its steps marked with its name."""
+    balanced = balancer_settings(settings)
+    found = []
+    for name in settings.fleet.balancer:
+        connection = Connection(name, config=c.config)
+        check_host_keys(connection)
+        found.append(context.Context(Target(connection, root=True), balanced, system_layout(balanced),
+                                     report=functools.partial(print_step, mark=f"{name} | ")))
+    return found
+
+
+def upstreams_of(c, settings, hosts: list[str], out: set[str]) -> list[Upstream]:
+    """The app hosts as the balancer reaches them ([fleet] addresses, else where ssh does), those in out down."""
+    return [Upstream(host, f"{settings.fleet.addresses.get(host) or Connection(host, config=c.config).host}:"
+                           f"{settings.nginx.port}", host in out) for host in hosts]
+
+
+def provision_balancers(c, settings, hosts: list[str]) -> None:
+    """After the app hosts: each balancer's nginx, its site over all of them, and its firewall."""
+    for b in balancer_contexts(c, settings):
+        print(f"{b.target.name} | provisioning the balancer of {', '.join(hosts)}: {b.facts.describe()}", flush=True)
+        balancing.ensure_balancer(b)
+        balancing.ensure_balancer_site(b, upstreams_of(c, settings, hosts, set()))
+        ensure_firewall(b)
+
+
+def roll(c, settings, hosts: list[str], one, action: str) -> list[fleet.Outcome]:
+    """A rolling deploy (or rollback): [fleet] at_once app hosts at a time taken out of the balancers
+    (a graceful reload: what they had in flight finishes first), deployed, put back; the first host
+    that fails is put back too (it serves what it served) and the roll stops. The first balancer
+    holds the fleet's lock throughout, each host its own."""
+    balancers = balancer_contexts(c, settings)
+    out: set[str] = set()
+
+    def steer() -> None:
+        for b in balancers:
+            balancing.ensure_balancer_site(b, upstreams_of(c, settings, hosts, out))
+
+    outcomes: list[fleet.Outcome] = []
+    with locked(balancers[0], f"rolling {action} of {', '.join(hosts)}"):
+        steer()
+        size = settings.fleet.at_once
+        for start in range(0, len(hosts), size):
+            batch = hosts[start:start + size]
+            out.update(batch)
+            steer()
+            done = fleet.run(batch, one, at_once=True)
+            outcomes += done
+            out.difference_update(batch)
+            steer()
+            if any(o.failed for o in done):
+                break
+    return outcomes + [fleet.Outcome(host, started=False) for host in hosts[len(outcomes):]]
 
 
 def live_after(c, outcomes: list[fleet.Outcome], settings_file: str | None) -> None:

@@ -583,7 +583,9 @@ class Network:
                 '    iifname "lo" accept\n    ct state established,related accept\n  }\n}\n'))
         run(["nft", "-f", "-"], input=(
             f"table ip {self.name} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n"
-            f'    ip saddr {self.subnet} oifname != "{self.outside}" masquerade\n  }}\n}}\n'))
+            # Not between test networks: hosts reach each other by their own addresses, as on a LAN.
+            f'    ip saddr {self.subnet} ip daddr != {NETWORK_RANGE} oifname != "{self.outside}" masquerade\n'
+            "  }\n}\n"))
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
     def cut(self) -> None:

@@ -146,14 +146,18 @@ def request(port: int, path: str, host: str = "localhost", method: str = "GET", 
         connection.close()
 
 
+REFERENCE_PATHS = ("/readyz", "/api/v1/similar?word=fire&topn=2", "/livez")
+
+
 @contextlib.contextmanager
 def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = "127.0.0.1",
-                host: str = "localhost", tls: ssl.SSLContext | None = None):
-    """Requests through nginx from several threads, a new connection each, until the block is over
-    and at least MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
+                host: str = "localhost", tls: ssl.SSLContext | None = None, paths: tuple[str, ...] = REFERENCE_PATHS,
+                pause: float = 0):
+    """GETs of paths (the reference app's by default) through nginx from several threads, a new
+    connection each (pause seconds apart in each thread), until the block is over and at least
+    MIN_REQUESTS were sent (within limit seconds). Yields a Counter of outcomes."""
     counts: collections.Counter = collections.Counter()
     lock, stop = threading.Lock(), threading.Event()
-    paths = ["/readyz", "/api/v1/similar?word=fire&topn=2", "/livez"]
 
     def send(index: int) -> None:
         n = index
@@ -166,6 +170,8 @@ def steady_load(port: int, threads: int = 4, limit: float = 300, address: str = 
                 outcome = type(exc).__name__
             with lock:
                 counts[outcome] += 1
+            if pause:
+                stop.wait(pause)
 
     workers = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(threads)]
     for worker in workers:

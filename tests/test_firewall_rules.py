@@ -58,6 +58,12 @@ def test_a_balancer_in_front_lets_the_sites_ports_in_from_its_addresses_only():
         Rule(443, "tcp", "10.0.0.8")]
 
 
+def test_an_app_host_behind_the_fleets_balancer_lets_its_site_in_from_the_balancer_only():
+    settings = check_settings({"fleet": {"app": ["pi1", "pi2"], "balancer": ["edge"],
+                                         "addresses": {"edge": "10.0.0.7"}}})
+    assert firewall.app_rules(settings) == [Rule(80, "tcp", "10.0.0.7", "http")]
+
+
 def test_the_firewall_lets_in_ssh_first_then_what_every_app_wants_once_in_port_order():
     stored = [Rule(8080, "tcp", "", "http"), HTTP, Rule(80, "tcp", "", "allow"), Rule(22, "tcp", "", "allow"),
               Rule(9100, "tcp", "10.0.0.0/8", "allow"), Rule(8080, "tcp", "", "allow")]
