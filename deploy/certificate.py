@@ -7,6 +7,7 @@ and the switch to HTTPS: what `fab -H user@host certificate` does.
     certificate  certbot's webroot method through the ACME location the site already serves on
                  port 80; a certificate that is not due for renewal is kept
     nginx        the site rendered with TLS, checked by nginx -t, reloaded gracefully
+    firewall     the TLS port let in, as provision does ([firewall]), if tls came on since then
     verify       the health path through nginx over HTTPS
 
 Until the certificate is there, a site with [nginx] tls is served over HTTP (with the ACME
@@ -15,6 +16,7 @@ location), so the first deploy works before the first certificate.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +24,7 @@ from deploy import commands, state
 from deploy.commands import CertificateInfo
 from deploy.context import Context, DeployError
 from deploy.cutover import configs, release_app, verify
+from deploy.firewall import ensure_firewall
 from deploy.lock import locked
 from deploy.provision import install_missing
 from deploy.render import RENEWAL_HOOK, certificate_paths, renewal_hook
@@ -58,25 +61,34 @@ def certificate_names(ctx: Context) -> list[str]:
     return names
 
 
-def certificate(ctx: Context) -> CertificateInfo:
-    """Get (or keep) the certificate for the site's public names and serve the site over HTTPS."""
+def certificate(ctx: Context, site: Callable[[], str] | None = None) -> CertificateInfo:
+    """Get (or keep) the certificate for the site's public names and serve the site over HTTPS.
+    site writes the site's nginx files again (now with TLS) and says what changed; by default the
+    app's site on its live release (a fleet's balancer passes its own)."""
     names = certificate_names(ctx)
     with locked(ctx, "certificate"):
-        pointers, release = state.live(ctx)
-        if release is None:
-            raise DeployError(f"nothing is live on {ctx.target.name} yet: fab deploy first (the site answers the "
-                              "ACME server's challenge on port 80)")
+        site = site or live_site(ctx)
         ensure_certbot(ctx)
         check_names(ctx, names)
         info = obtain(ctx, names)
         ctx.__dict__.pop("tls", None)  # the certificate is there now
         with ctx.step("nginx") as step:
-            outcome = ctx.nginx.ensure(configs(ctx, release_app(ctx, release), pointers.live)["nginx"])
+            outcome = site()
             step.changed = bool(outcome)
             step.detail = f"the site serves HTTPS on {ctx.layout.tls_listen}" + (f" ({outcome})" if outcome else "")
+        ensure_firewall(ctx)  # lets the TLS port in, if tls was turned on since provision
         with ctx.step("verify") as step:
             step.detail = verify(ctx)
     return info
+
+
+def live_site(ctx: Context) -> Callable[[], str]:
+    """Writing the app's site for its live release (there must be one: it answers the ACME challenge)."""
+    pointers, release = state.live(ctx)
+    if release is None:
+        raise DeployError(f"nothing is live on {ctx.target.name} yet: fab deploy first (the site answers the "
+                          "ACME server's challenge on port 80)")
+    return lambda: ctx.nginx.ensure(configs(ctx, release_app(ctx, release), pointers.live)["nginx"])
 
 
 def ensure_certbot(ctx: Context) -> None:

@@ -41,6 +41,7 @@ _SECTIONS = {
              'echo "type $(cat "/sys/dev/block/$dev/../device/type")"; '
              "df -Pk / | tail -n 1"),
     "swaps": "cat /proc/swaps",  # swap partitions, files and zram devices
+    "loadavg": "cat /proc/loadavg",  # runnable processes averaged over 1, 5 and 15 minutes
     # What pip needs to build a package with C code that has no wheel for this machine.
     "build": "command -v cc; ls /usr/include/python3*/Python.h",
 }
@@ -79,6 +80,7 @@ class Health:
     root_size_mb: int | None = None
     root_free_mb: int | None = None
     swap: tuple[Swap, ...] | None = None  # None when /proc/swaps was unreadable; () when there is none
+    load: tuple[float, float, float] | None = None  # /proc/loadavg: 1, 5 and 15 minutes
 
 
 # The firmware's get_throttled bits: 0-3 now, the same at 16-19 since boot.
@@ -144,10 +146,29 @@ def health_lines(health: Health) -> list[tuple[str, str]]:
         device = " ".join(part for part in (health.root_kind, health.root_device) if part)
         lines.append(("storage", f"/ on {device or 'its disk'}: {_size(health.root_free_mb)} free of "
                                  f"{_size(health.root_size_mb)}"))
+    if health.load is not None:
+        lines.append(("load", f"{health.load[0]:.2f} {health.load[1]:.2f} {health.load[2]:.2f} (1, 5, 15 minutes)"))
     if health.swap is not None:
         lines.append(("swap", "; ".join(f"{swap.name} ({swap.type}) {_size(swap.size_mb)}, {_size(swap.used_mb)} used"
                                         for swap in health.swap) or "none"))
     return lines
+
+
+def load_brief(facts: HostFacts) -> str:
+    """The 1-minute load against the cores, for the fleet's status table."""
+    load = facts.health.load
+    return f"{load[0]:.2f} of {facts.cores} cores" if load else "-"
+
+
+def board_brief(health: Health) -> str:
+    """What the board reports in a few words (what health_lines says at length): its temperature,
+    power or heat trouble, free storage."""
+    parts = [f"{health.temperature_c:.0f} °C"] if health.temperature_c is not None else []
+    if health.throttled is not None and health.throttled & 0xF000F:
+        parts.append(", ".join(name for bit, name in THROTTLED.items() if health.throttled >> bit & 0x10001))
+    if health.root_free_mb is not None:
+        parts.append(f"{_size(health.root_free_mb)} free")
+    return "; ".join(parts) or "-"
 
 
 def _throttled(bits: int) -> str:
@@ -200,7 +221,7 @@ def parse_facts(output: str) -> HostFacts:
         python_version=_version(sections, "python3", r"Python (\d+(?:\.\d+)*)", "Python 3.11.2"),
         board=sections.get("board") or None,
         health=Health(throttled=_throttled_bits(sections), **_thermal(sections), **_root(sections),
-                      swap=_swaps(sections)),
+                      swap=_swaps(sections), load=_load(sections)),
         can_build=_can_build(sections.get("build", "")),
     )
 
@@ -351,6 +372,11 @@ def _device_kind(name: str, path: str, card: str) -> str:
     if name.startswith(("vd", "xvd")):
         return "virtual disk"
     return ""
+
+
+def _load(sections: dict[str, str]) -> tuple[float, float, float] | None:
+    found = re.match(r"([\d.]+) ([\d.]+) ([\d.]+) ", sections.get("loadavg", ""))
+    return (float(found[1]), float(found[2]), float(found[3])) if found else None
 
 
 def _swaps(sections: dict[str, str]) -> tuple[Swap, ...] | None:

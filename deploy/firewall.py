@@ -24,8 +24,8 @@ later. Provision cancels it once a new SSH connection, made as this one was, has
 fails, the firewall is turned off over the session still open, and provision stops, saying what
 to check; if the session is lost, the timer turns it off.
 
-A balancer in front (issue 17) would let the site's ports in from its addresses only: site_rules
-takes the sources.
+Behind a balancer ([fleet] balancer) an app host lets the site's ports in from the balancers'
+addresses only (site_rules takes the sources).
 """
 from __future__ import annotations
 

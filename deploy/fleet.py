@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from invoke.exceptions import Exit
@@ -61,13 +61,14 @@ class Outcome:
     failed: bool = False
     started: bool = True  # False: a task that stops at the first failure never got to this host
     seconds: float = 0.0
+    row: dict[str, str] = field(default_factory=dict)  # a task's answer as columns (fab status's)
 
 
 def run(hosts: list[str], task: Callable[[str], str], at_once: bool) -> list[Outcome]:
     """task(host) on every host, with sys.stdout and sys.stderr marked by host: all at once, or one
     after the other until one fails (the rest are then not started). task returns what it did in a
-    few words; an exception is its failure (Fabric's Exit with its message; any other with its
-    traceback, marked too)."""
+    few words, or as columns (a dict, for `table`); an exception is its failure (Fabric's Exit with
+    its message; any other with its traceback, marked too)."""
     outcomes = {host: Outcome(host, started=False) for host in hosts}
     width = max(len(host) for host in hosts)
     streams = sys.stdout, sys.stderr
@@ -79,7 +80,10 @@ def run(hosts: list[str], task: Callable[[str], str], at_once: bool) -> list[Out
         outcome, started = outcomes[host], time.monotonic()
         outcome.started = True
         try:
-            outcome.result = task(host) or "done"
+            said = task(host) or "done"
+            if isinstance(said, dict):
+                outcome.row, said = said, "; ".join(f"{key} {value}" for key, value in said.items())
+            outcome.result = said
         except Exit as exc:  # the task's own message (an error, or only an exit status)
             outcome.failed = bool(exc.code)
             outcome.result = str(exc.message or f"exit status {exc.code}")
@@ -118,3 +122,12 @@ def summary(outcomes: list[Outcome], stopped_at: str | None = None) -> list[str]
         else:
             lines.append(f"  {o.host:<{width}}  {'FAILED' if o.failed else 'ok':<6} {o.seconds:6.1f} s  {o.result}")
     return lines
+
+
+def table(rows: list[dict[str, str]]) -> list[str]:
+    """Rows of columns (the first row's keys, then any others in the order met) as aligned lines under
+    a header; a row without a column shows "-"."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [columns] + [[row.get(column) or "-" for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]

@@ -143,8 +143,9 @@ class Layout:
 
     def tls(self, settings) -> bool:
         """The site is served over HTTPS: [nginx] tls on a target with a TLS listen (the local
-        target serves plain HTTP on its one port)."""
-        return bool(settings.nginx.tls and self.tls_listen)
+        target serves plain HTTP on its one port) that is not an app host behind a balancer (the
+        balancer serves HTTPS, and its app hosts plain HTTP to it)."""
+        return bool(settings.nginx.tls and self.tls_listen and not settings.fleet.balancer)
 
     @property
     def http_address(self) -> tuple[str, int]:

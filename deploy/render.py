@@ -339,8 +339,8 @@ def site_app(app: App, live: str) -> dict:
     s, layout = app.settings, app.layout
     return dict(
         name=layout.app, zone=layout.app.replace("-", "_"), prefix=s.nginx.prefix, color=live, relay=False,
-        upstreams=(), upstream=f"unix:{layout.socket(live)}", rate_limit=s.nginx.rate_limit, burst=s.nginx.rate_limit_burst,
-        form_rate_limit=s.nginx.form_rate_limit,
+        upstreams=(), upstream=f"unix:{layout.socket(live)}", rate_limit=s.nginx.rate_limit,
+        burst=s.nginx.rate_limit_burst, form_rate_limit=s.nginx.form_rate_limit,
         cache=s.nginx.cache, cache_dir=layout.cache_dir, cache_valid=s.nginx.cache_valid,
         cache_max_size=s.nginx.cache_max_size, client_max_body_size=s.nginx.client_max_body_size,
         timeout=s.gunicorn.timeout, proxy_timeout=s.gunicorn.timeout + 5,
@@ -479,7 +479,7 @@ def balancer_settings(settings) -> object:
     balanced.app.name = f"{settings.app.name}-fleet"
     balanced.nginx.basic_auth, balanced.nginx.cache, balanced.nginx.static_dir = False, False, ""
     balanced.expose.domain = ""
-    balanced.fleet.balancer_addresses = ()  # its own clients are the world
+    balanced.fleet.balancer, balanced.fleet.balancer_addresses = [], ()  # its own clients are the world
     return balanced
 
 

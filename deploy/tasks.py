@@ -29,7 +29,7 @@ from deploy import balancer as balancing
 from deploy import expose as exposing
 from deploy import settings as deploy_settings
 from deploy.context import DeployError, Step
-from deploy.facts import FactsError, gather, health_lines, parse_facts
+from deploy.facts import FactsError, board_brief, gather, health_lines, load_brief, parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.provision import provision as provision_host
 from deploy.firewall import ensure_firewall
@@ -248,24 +248,28 @@ def on_fleet(at_once: bool):
             if not at_once:
                 live_after(c, outcomes, kwargs.get("settings"))
             print(f"{name}: {len(hosts) - len(failed)} of {len(hosts)} hosts ok")
-            for line in fleet.summary(outcomes, None if at_once or not failed else failed[0]):
-                print(line)
+            if name == "status":
+                lines = fleet_table(c, settings, outcomes)
+            else:
+                lines = fleet.summary(outcomes, None if at_once or not failed else failed[0])
+            print("\n".join(lines), flush=True)
             if failed:
                 raise Exit(f"error: {name} failed on {', '.join(failed)} (its lines above say why)", code=1)
         return run
     return decorate
 
 
-def balancer_contexts(c, settings) -> list[context.Context]:
+def balancer_contexts(c, settings, quiet: bool = False) -> list[context.Context]:
     """The fleet's balancers, each reached over SSH (host keys checked), its steps marked with its name."""
+    return [balancer_context(c, settings, name, quiet) for name in settings.fleet.balancer]
+
+
+def balancer_context(c, settings, name: str, quiet: bool = False) -> context.Context:
     balanced = balancer_settings(settings)
-    found = []
-    for name in settings.fleet.balancer:
-        connection = Connection(name, config=c.config)
-        check_host_keys(connection)
-        found.append(context.Context(Target(connection, root=True), balanced, system_layout(balanced),
-                                     report=functools.partial(print_step, mark=f"{name} | ")))
-    return found
+    connection = Connection(name, config=c.config)
+    check_host_keys(connection)
+    report = (lambda step: None) if quiet else functools.partial(print_step, mark=f"{name} | ")
+    return context.Context(Target(connection, root=True), balanced, system_layout(balanced), report=report)
 
 
 def upstreams_of(c, settings, hosts: list[str], out: set[str]) -> list[Upstream]:
@@ -310,6 +314,22 @@ def roll(c, settings, hosts: list[str], one, action: str) -> list[fleet.Outcome]
             if any(o.failed for o in done):
                 break
     return outcomes + [fleet.Outcome(host, started=False) for host in hosts[len(outcomes):]]
+
+
+def fleet_table(c, settings, outcomes: list[fleet.Outcome]) -> list[str]:
+    """fab status of a fleet: a row per app host (what fab status of each said, or its error), and a
+    column per balancer with how it sees each host."""
+    rows = [{"host": o.host, **(o.row or {"release": f"FAILED: {o.result}"[:72]})} for o in outcomes]
+    hosts = [o.host for o in outcomes]
+    for name in settings.fleet.balancer:
+        try:
+            b = balancer_context(c, settings, name, quiet=True)
+            seen = balancing.view(b, upstreams_of(c, settings, hosts, set()))
+        except ERRORS + (OSError,) as exc:
+            seen = dict.fromkeys(hosts, f"cannot tell: {exc}"[:60])
+        for row in rows:
+            row[f"{name} sees"] = seen[row["host"]]
+    return fleet.table(rows)
 
 
 def live_after(c, outcomes: list[fleet.Outcome], settings_file: str | None) -> None:
@@ -400,9 +420,12 @@ def site_lines(d: context.Context, path: Path | None) -> str:
 @task(help={"settings": SETTINGS_HELP, "break_lock": BREAK_LOCK_HELP})
 @task_errors
 def certificate(c, settings=None, break_lock=False):
-    """Get a TLS certificate for the site's names from the ACME server (certbot) and serve HTTPS; renewed by itself."""
-    one_host(c, settings, "certificate")
+    """Get a TLS certificate for the site's names from the ACME server (certbot) and serve HTTPS; renewed by itself.
+    A fleet's certificate is its balancers'."""
     started = time.monotonic()
+    if fleet_hosts(c, settings) and load_settings(c, settings).fleet.balancer:
+        return balancer_certificate(c, load_settings(c, settings), break_lock, started)
+    one_host(c, settings, "certificate")
     d = target_context(c, settings)
     names = certificates.certificate_names(d)
     if break_lock:
@@ -411,6 +434,20 @@ def certificate(c, settings=None, break_lock=False):
     info = certificates.certificate(d)
     print(f"{d.url} serves a certificate for {', '.join(info.names)} until {info.expires:%Y-%m-%d}; certbot renews "
           f"it 30 days before: {summary(d, started)}")
+
+
+def balancer_certificate(c, settings, break_lock: bool, started: float) -> None:
+    """The certificate of a fleet's site on each of its balancers (the app hosts serve them plain HTTP)."""
+    hosts = list(settings.fleet.app)
+    for b in balancer_contexts(c, settings):
+        names = certificates.certificate_names(b)
+        if break_lock:
+            unlock(b)
+        print(f"{b.target.name} | certificate for {', '.join(names)} from {settings.nginx.acme_server} on the "
+              f"balancer of {', '.join(hosts)}", flush=True)
+        info = balancing.certificate(b, upstreams_of(c, settings, hosts, set()))
+        print(f"{b.target.name} | {b.url} serves a certificate for {', '.join(info.names)} until "
+              f"{info.expires:%Y-%m-%d}; certbot renews it 30 days before: {summary(b, started)}")
 
 
 def relay_context(c, d: context.Context) -> exposing.Relay:
@@ -507,7 +544,10 @@ def status(c, settings=None):
     print(f"  {'host':<{width}}{d.facts.describe()}")
     for label, text in health_lines(d.facts.health):
         print(f"  {label:<{width}}{text}")
-    return f"release {s.release.id if s.release else 'none'}, ready: {s.ready or 'no live program'}"
+    return {"release": s.release.id if s.release else "none",
+            "ready": (s.ready or "no live program")[:40],
+            "workers": str(s.release.workers) if s.release else "-",
+            "load": load_brief(d.facts), "board": board_brief(d.facts.health)}
 
 
 @task(help={"settings": SETTINGS_HELP})

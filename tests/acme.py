@@ -27,8 +27,8 @@ MISSING = None if PEBBLE and CHALLTESTSRV else "needs Pebble: apt-get install pe
 class Pebble:
     """A running Pebble (directory: `directory`) and its DNS; `stop()` ends both."""
 
-    def __init__(self, workdir: Path):
-        self.workdir = Path(workdir)
+    def __init__(self, workdir: Path, address: str = "127.0.0.1"):
+        self.workdir, self.address = Path(workdir), address  # where the ACME directory listens
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca_file = self.workdir / "ca.pem"
         self.port, self.management, self.dns, self.dns_management = (free_loopback_port() for _ in range(4))
@@ -38,13 +38,13 @@ class Pebble:
     @property
     def directory(self) -> str:
         """The ACME directory URL, what [nginx] acme_server is set to."""
-        return f"https://127.0.0.1:{self.port}/dir"
+        return f"https://{self.address}:{self.port}/dir"
 
     def start(self) -> Pebble:
         self.make_listener_certificate()
         config = self.workdir / "pebble.json"
         config.write_text(json.dumps({"pebble": {
-            "listenAddress": f"127.0.0.1:{self.port}", "managementListenAddress": f"127.0.0.1:{self.management}",
+            "listenAddress": f"{self.address}:{self.port}", "managementListenAddress": f"127.0.0.1:{self.management}",
             "certificate": str(self.workdir / "listener.pem"), "privateKey": str(self.workdir / "listener.key"),
             "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
         self.launch("challtestsrv", [CHALLTESTSRV, "-dns01", f"127.0.0.1:{self.dns}", "-http01", "", "-https01", "",
@@ -72,7 +72,8 @@ class Pebble:
                                                **env}, start_new_session=True))
 
     def make_listener_certificate(self) -> None:
-        """A CA, and a certificate it signs for 127.0.0.1 and localhost: Pebble's HTTPS listener's."""
+        """A CA, and a certificate it signs for the listen address, 127.0.0.1 and localhost: Pebble's HTTPS
+        listener's."""
         key, listener = self.workdir / "ca.key", self.workdir / "listener"
 
         def run(*argv: str) -> None:
@@ -83,7 +84,7 @@ class Pebble:
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", f"{listener}.key",
             "-out", f"{listener}.csr")
         extensions = self.workdir / "listener.ext"
-        extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+        extensions.write_text(f"subjectAltName = IP:{self.address}, IP:127.0.0.1, DNS:localhost\n")
         run("x509", "-req", "-in", f"{listener}.csr", "-CA", str(self.ca_file), "-CAkey", str(key),
             "-CAcreateserial", "-days", "7", "-extfile", str(extensions), "-out", f"{listener}.pem")
 
@@ -134,8 +135,9 @@ def trust_and_resolve(host, server: Pebble, name: str, address: str) -> None:
 
 
 @contextlib.contextmanager
-def pebble(workdir: Path):
-    server = Pebble(workdir).start()
+def pebble(workdir: Path, address: str = "127.0.0.1"):
+    """Pebble with its ACME directory on address (a test network's gateway, for hosts in their own namespaces)."""
+    server = Pebble(workdir, address).start()
     try:
         yield server
     finally:

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -335,3 +336,11 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
+
+
+def status_table(out: str) -> list[dict[str, str]]:
+    """fab status's table of a fleet: its rows as header -> cell."""
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  host  "))
+    header = re.split(r"\s{2,}", lines[at].strip())
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()))) for line in lines[at + 1:] if line.startswith("  ")]

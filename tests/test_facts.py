@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.facts import FACTS_COMMAND, FactsError, Health, HostFacts, Swap, health_lines, parse_facts
+from deploy.facts import (FACTS_COMMAND, FactsError, Health, HostFacts, Swap, board_brief, health_lines, load_brief,
+                          parse_facts)
 
 DATA = Path(__file__).parent / "data" / "facts"
 SECTION_NAMES = ["nproc", "online", "cpu.max", "meminfo", "memory.max", "uname", "os-release",
-                 "init", "nginx", "python3", "board", "throttled", "thermal", "root", "swaps", "build"]
+                 "init", "nginx", "python3", "board", "throttled", "thermal", "root", "swaps", "loadavg", "build"]
 
 CAPTURED = {
     "debian-12-amd64.txt": HostFacts(
@@ -419,3 +420,20 @@ def test_missing_commands_leave_sections_empty_without_stopping_the_others():
     init = result.stdout.split("### init\n")[1].split("\n###")[0].strip()
     assert init == ("systemd" if Path("/run/systemd/system").is_dir() else "")
 
+
+
+@pytest.mark.parametrize("name, load, board", [
+    ("raspios-bookworm-arm64.txt", "-", "49 °C; 23.8 GiB free"),
+    ("raspios-bookworm-armhf.txt", "-", "61 °C; under-voltage, throttled; 52.1 GiB free"),
+    ("ubuntu-24.04-amd64.txt", "-", "38.8 GiB free"),
+    ("debian-12-amd64.txt", "-", "-"),
+])
+def test_the_fleet_table_says_load_and_board_health_in_a_few_words(name, load, board):
+    facts = parse_facts((DATA / name).read_text())
+    assert (load_brief(facts), board_brief(facts.health)) == (load, board)
+
+
+def test_load_is_read_from_proc_loadavg():
+    facts = parse_facts(output({"loadavg": "0.52 0.40 0.33 2/311 4711"}))
+    assert facts.health.load == (0.52, 0.40, 0.33) and load_brief(facts) == "0.52 of 4 cores"
+    assert ("load", "0.52 0.40 0.33 (1, 5, 15 minutes)") in health_lines(facts.health)

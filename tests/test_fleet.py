@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests import hosts
-from tests.servers import FLASK_REQUIREMENTS, VERSIONED_APP, committed, fab, git, request
+from tests.servers import FLASK_REQUIREMENTS, VERSIONED_APP, committed, fab, git, request, status_table
 
 MISSING = hosts.missing_requirements()
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=f"test hosts with networks of their own: {MISSING}"),
@@ -155,7 +155,12 @@ def test_status_and_releases_run_at_once_and_a_one_host_task_refuses_a_fleet(fle
     assert result.returncode == 0, result.stdout + result.stderr
     for name in NAMES:
         assert marked(result.stdout, name)[0].startswith(f"{APP} on {name}: http://flock.test/"), result.stdout
-        assert re.search(rf"^  {name}  +ok .*release \S+, ready: ", result.stdout, re.M), result.stdout
+    # One table: a row per host.
+    rows = status_table(result.stdout)
+    assert [row["host"] for row in rows] == list(NAMES), result.stdout
+    for row in rows:
+        assert re.fullmatch(r"\d{8}T\d{6}-\w+", row["release"]) and row["ready"].startswith("200 "), result.stdout
+        assert row["workers"].isdigit() and re.fullmatch(r"[\d.]+ of \d+ cores", row["load"]), result.stdout
     refused = fleet.fab("run", "true")
     assert refused.returncode == 2 and "run acts on one host, and deploy.toml lists a fleet" in refused.stderr
     assert "fab -H fleet1 run" in refused.stderr

@@ -85,6 +85,19 @@ def test_a_one_at_a_time_task_stops_at_the_first_host_that_fails():
     assert fleet.summary(outcomes, "pi2")[2] == "  pi3  not started (stopped at pi2)"
 
 
+def test_columns_a_task_returns_make_one_aligned_table():
+    rows = {"pi1": {"release": "20261202T101010-abc1234", "ready": "200 ok", "load": "0.10 of 4 cores"},
+            "pi2": {"release": "none", "ready": "no live program"}}
+    outcomes = fleet.run(list(rows), rows.get, at_once=True)
+    assert outcomes[0].row == rows["pi1"] and outcomes[1].result == "release none; ready no live program"
+    lines = fleet.table([{"host": o.host, **o.row} for o in outcomes] + [{"host": "edge", "edge sees": "in, 200"}])
+    assert lines == [
+        "  host  release                  ready            load             edge sees",
+        "  pi1   20261202T101010-abc1234  200 ok           0.10 of 4 cores  -",
+        "  pi2   none                     no live program  -                -",
+        "  edge  -                        -                -                in, 200"]
+
+
 def test_an_exit_without_an_error_is_not_a_failure():
     outcomes = fleet.run(["pi1"], lambda host: (_ for _ in ()).throw(Exit(code=0)), at_once=True)
     assert not outcomes[0].failed
