@@ -92,6 +92,6 @@ def view(b: Context, upstreams: list[Upstream]) -> dict[str, str]:
         answer = commands.parse_probe(b.run(argv, timeout=60).stdout)[0]
         state = ("not in its site" if upstream.host not in marked else "out (down)" if marked[upstream.host]
                  else "in")
-        asked = f"{answer['status']}" if is_ready(answer, mode) else f"{answer['status'] or ''} {said(answer, 40)}"
+        asked = f"{answer['status']}" if is_ready(answer, mode) else f"{answer['status'] or ''} {said(answer, 60)}"
         seen[upstream.host] = f"{state}, {asked.strip()}"
     return seen
