@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import hashlib
 import socket
 import time
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Context:
         self.local = local or Target(Local())  # this machine, where the source and the model are
         self.clock, self.sleep = clock, sleep
         self.steps: list[Step] = []
+        self.written: dict[Path, str] = {}  # path -> sha256 of each config file written or found as wanted
 
     @functools.cached_property
     def facts(self) -> HostFacts:
@@ -157,11 +159,16 @@ class Context:
         """Writes the files; returns the earlier content of each one that changed (None: it was new)."""
         earlier = {}
         for path, text in files.items():
+            self.wrote(path, text)
             before = self.target.read(path)
             if before != text:
                 self.target.upload(text.encode("utf-8"), path)
                 earlier[path] = before
         return earlier
+
+    def wrote(self, path: Path, text: str) -> None:
+        """Notes a file a deploy wants as it is (deploy/unchanged.py checks it is still so next time)."""
+        self.written[path] = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def restore(self, earlier: dict[Path, str | None]) -> None:
         """Puts back what write_files replaced, and removes what it made."""

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import background, certificate, commands, expose, firewall, state
+from deploy import background, certificate, commands, expose, firewall, state, unchanged
 from deploy.context import Context, DeployError
 from deploy.cutover import activate, ask, health, release_app, said, served, verify
 from deploy.layout import COLORS
@@ -36,7 +36,11 @@ from deploy.venv import ensure_venv
 
 
 def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> Release:
-    """Ship the source (and model) as a release and make it live."""
+    """Ship the source (and model) as a release and make it live; when the target is as the last
+    deploy of the same source, settings, model and secrets left it, say so and do nothing."""
+    wanted, live = unchanged.check(ctx, source, model, environ)
+    if live:
+        return live
     with locked(ctx, "deploy"), tempfile.TemporaryDirectory(prefix="modelhost-deploy-") as scratch:
         scratch = Path(scratch)
         recover(ctx)
@@ -54,6 +58,7 @@ def deploy(ctx: Context, source: Source, model: Model | None, environ: dict) -> 
         changed = go_live(ctx, "deploy", release, app)
         background.ensure(ctx, restart=changed)
         prune(ctx)
+        unchanged.record(ctx, wanted, release)
     return release
 
 

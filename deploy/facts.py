@@ -195,7 +195,7 @@ def gather(target) -> HostFacts:
 
 def parse_facts(output: str) -> HostFacts:
     """HostFacts from FACTS_COMMAND's output; FactsError names the section it cannot use."""
-    sections = _split(output)
+    sections = split_sections(output)
     cores = _count(sections, "nproc")
     cpu_limit = _cpu_limit(sections)
     if cpu_limit is not None:
@@ -226,7 +226,7 @@ def parse_facts(output: str) -> HostFacts:
     )
 
 
-def _split(output: str) -> dict[str, str]:
+def split_sections(output: str) -> dict[str, str]:
     """Section name -> its text, stripped; lines before the first header are ignored."""
     lines: dict[str, list[str]] = {}
     current: list[str] | None = None

@@ -163,6 +163,7 @@ def ensure_secrets(ctx: Context, environ: dict) -> str:
             raise DeployError(f"secret {missing[0]} has no value on {ctx.target.name}: give it once, in the "
                               f"environment of the deploy ({missing[0]}=... fab deploy); it is kept in {path}")
         step.changed = text != current
+        ctx.wrote(path, text)
         if step.changed:
             ctx.target.upload(text.encode("utf-8"), path, mode=0o600, owner=owner)
         else:  # a file written by hand keeps its content, not a looser mode or owner

@@ -25,6 +25,7 @@ from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from deploy import certificate as certificates, commands, context, deployment, discover, fleet, lock, state
+from deploy import unchanged
 from deploy import balancer as balancing
 from deploy import expose as exposing
 from deploy import settings as deploy_settings
@@ -215,10 +216,12 @@ def fleet_hosts(c, settings_file: str | None) -> tuple[str, ...]:
         raise Exit(f"error: {exc}", code=1) from None
 
 
-def on_fleet(at_once: bool):
+def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
     """A task with no -H, for an app whose deploy.toml lists [fleet] app hosts, runs on each of them
     (all at once, or one at a time until one fails), its lines marked with the host, and ends with
-    a line per host; the task body returns what it did in a few words for that line."""
+    a line per host; the task body returns what it did in a few words for that line. unchanged_on
+    (a deploy's) looks at every host at once first and says what runs on one that has nothing to
+    do ("" where it has): the task then leaves those out."""
     def decorate(body):
         @functools.wraps(body)
         def run(c, *args, **kwargs):
@@ -227,8 +230,7 @@ def on_fleet(at_once: bool):
                 return body(c, *args, **kwargs)
 
             def one(host: str) -> str:
-                with Connection(host, config=c.config) as connection:
-                    return body(connection, *args, **kwargs)
+                return with_connection(c, host, body, *args, **kwargs)
 
             name = body.__name__
             settings = load_settings(c, kwargs.get("settings"))
@@ -236,14 +238,22 @@ def on_fleet(at_once: bool):
             how = ("all at once" if at_once else f"{settings.fleet.at_once} at a time out of the balancer"
                    if balancers else "one at a time, stopping at the first that fails")
             print(f"{name} on {len(hosts)} hosts ({', '.join(hosts)}): {how}", flush=True)
-            if not balancers:
-                outcomes = fleet.run(list(hosts), one, at_once)
+            done: dict[str, fleet.Outcome] = {}
+            if unchanged_on:
+                done = {o.host: o for o in fleet.run(list(hosts), lambda host: with_connection(
+                    c, host, unchanged_on, *args, **kwargs) or "to do", at_once=True) if o.result != "to do"}
+            left = [host for host in hosts if host not in done or done[host].failed]
+            if not left:
+                outcomes = []
+            elif not balancers:
+                outcomes = fleet.run(left, one, at_once)
             elif at_once:
-                outcomes = fleet.run(list(hosts), one, at_once)
+                outcomes = fleet.run(left, one, at_once)
                 if name == "provision" and not any(o.failed for o in outcomes):
-                    provision_balancers(c, settings, list(hosts))
+                    provision_balancers(c, settings, left)
             else:
-                outcomes = roll(c, settings, list(hosts), one, name)
+                outcomes = roll(c, settings, left, one, name)
+            outcomes = [next((o for o in outcomes if o.host == host), None) or done[host] for host in hosts]
             failed = [o.host for o in outcomes if o.failed]
             if not at_once:
                 live_after(c, outcomes, kwargs.get("settings"))
@@ -257,6 +267,12 @@ def on_fleet(at_once: bool):
                 raise Exit(f"error: {name} failed on {', '.join(failed)} (its lines above say why)", code=1)
         return run
     return decorate
+
+
+def with_connection(c, host: str, body, *args, **kwargs):
+    """A task body on one host of the fleet, over its own SSH connection."""
+    with Connection(host, config=c.config) as connection:
+        return body(connection, *args, **kwargs)
 
 
 def balancer_contexts(c, settings, quiet: bool = False) -> list[context.Context]:
@@ -377,20 +393,33 @@ def unlock(d: context.Context) -> None:
     print(f"removed the deploy lock on {d.target.name}" + (f" ({holder})" if holder else " (there was none)"))
 
 
+def deploy_inputs(c, settings: str | None, allow_dirty: bool):
+    """The target, and what a deploy ships to it: the model's path, the source, the model."""
+    d = target_context(c, settings)
+    path = model_path(d.settings)
+    source = read_source(d.local, Path(d.settings.source).resolve().parent, allow_dirty, d.settings.app.requirements)
+    return d, path, source, read_model(path) if path else None
+
+
+@task_errors
+def live_if_unchanged(c, settings=None, allow_dirty=False, break_lock=False) -> str:
+    """On a host of a fleet: what runs there when a deploy would have nothing to do ("" otherwise)."""
+    d, _, source, model = deploy_inputs(c, settings, allow_dirty)
+    _, live = unchanged.check(d, source, model, dict(os.environ))
+    return f"{live.id} live (nothing to do)" if live else ""
+
+
 @task(help={"settings": SETTINGS_HELP,
             "allow_dirty": "deploy uncommitted changes to tracked files (as a commit of their own)",
             "break_lock": BREAK_LOCK_HELP})
-@on_fleet(at_once=False)
+@on_fleet(at_once=False, unchanged_on=live_if_unchanged)
 @task_errors
 def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     """Deploy the app's git revision: a new release, started beside the old one, live once ready."""
     started = time.monotonic()
-    d = target_context(c, settings)
+    d, path, source, model = deploy_inputs(c, settings, allow_dirty)
     if break_lock:
         unlock(d)
-    path = model_path(d.settings)
-    source = read_source(d.local, Path(d.settings.source).resolve().parent, allow_dirty, d.settings.app.requirements)
-    model = read_model(path) if path else None
     warning = unpinned_message(source.requirements)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

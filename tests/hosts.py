@@ -494,6 +494,28 @@ def host_directory(workdir: Path, name: str, named_by_address: bool) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def named_hosts(workdir: Path, names: tuple[str, ...], flavor: str = "systemd"):
+    """Hosts with networks of their own that reach each other as on a LAN, and an ssh_config that
+    names them (Host <name>: its address, root, the client key, only its own host key trusted).
+    Yields (hosts by name, the ssh_config's path); stops them all at the end."""
+    key = make_client_key(workdir)
+    members: dict[str, TestHost] = {}
+    try:
+        for name in names:
+            members[name] = start_host(flavor, None, workdir, key, network=True, inbound=True, name=name)
+        known = workdir / "known_hosts"
+        known.write_text("".join(host.known_hosts_line() + "\n" for host in members.values()))
+        config = workdir / "ssh_config"
+        config.write_text("".join(
+            f"Host {name}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n" for name, host in members.items()))
+        yield members, config
+    finally:
+        for host in members.values():
+            host.stop()
+
+
 def make_client_key(directory: Path) -> Path:
     """A fresh passphrase-less ed25519 key in directory: the private key's path (public: + .pub)."""
     key = Path(directory) / "id_ed25519"

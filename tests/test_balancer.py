@@ -79,17 +79,7 @@ class Herd:
 @pytest.fixture(scope="module")
 def herd(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("herd")
-    key = hosts.make_client_key(workdir)
-    members: dict[str, hosts.TestHost] = {}
-    try:
-        for name in ("edge", *NAMES):
-            members[name] = hosts.start_host("systemd", None, workdir, key, network=True, inbound=True, name=name)
-        known = workdir / "known_hosts"
-        known.write_text("".join(host.known_hosts_line() + "\n" for host in members.values()))
-        config = workdir / "ssh_config"
-        config.write_text("".join(
-            f"Host {name}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n" for name, host in members.items()))
+    with hosts.named_hosts(workdir, ("edge", *NAMES)) as (members, config):
         repo = committed(workdir / "app", {"app.py": APP_SOURCE, "requirements.txt": FLASK_REQUIREMENTS,
                                            "VERSION": "one\n", "deploy.toml": f"""[app]
 name = "{APP}"
@@ -105,9 +95,6 @@ app = [{", ".join(f'"{name}"' for name in NAMES)}]
 balancer = ["edge"]
 """})
         yield Herd(members, repo, config)
-    finally:
-        for host in members.values():
-            host.stop()
 
 
 def summary(out: str) -> dict[str, str]:

@@ -45,17 +45,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fleet")
-    key = hosts.make_client_key(workdir)
-    members: dict[str, hosts.TestHost] = {}
-    try:
-        for name in NAMES:
-            members[name] = hosts.start_host("systemd", None, workdir, key, network=True, inbound=True, name=name)
-        known = workdir / "known_hosts"
-        known.write_text("".join(host.known_hosts_line() + "\n" for host in members.values()))
-        config = workdir / "ssh_config"
-        config.write_text("".join(
-            f"Host {name}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n" for name, host in members.items()))
+    with hosts.named_hosts(workdir, NAMES) as (members, config):
         repo = committed(workdir / "app", {"app.py": VERSIONED_APP, "requirements.txt": FLASK_REQUIREMENTS,
                                            "VERSION": "one\n", "deploy.toml": f"""[app]
 name = "{APP}"
@@ -71,9 +61,6 @@ enabled = false
 app = [{", ".join(f'"{name}"' for name in NAMES)}]
 """})
         yield Fleet(members, repo, config)
-    finally:
-        for host in members.values():
-            host.stop()
 
 
 def marked(out: str, name: str) -> list[str]:
@@ -145,8 +132,15 @@ def test_a_deploy_stops_at_the_first_host_that_fails_and_says_what_each_host_run
     fleet.members["fleet2"].ssh(f"rm -r /srv/{APP}/deploy.lock")
     out = fleet.fab("deploy").stdout
     assert "deploy: 3 of 3 hosts ok" in out, out
-    assert {re.search(r"-(\w+) live$", text)[1] for text in summary(out).values()} == {new.split("-")[1]}, out
-    assert re.search(r"^fleet1 \| .*0 of \d+ steps changed something", out, re.M), out
+    assert {re.search(r"-(\w+) live\b", text)[1] for text in summary(out).values()} == {new.split("-")[1]}, out
+    assert summary(out)["fleet1"].endswith(f"{new} live (nothing to do)"), out
+    assert re.search(r"^fleet1 \|   unchanged +unchanged ", out, re.M), out
+    # Again: every host has nothing to do, found out at once; nothing is deployed.
+    began = time.monotonic()
+    out = fleet.fab("deploy").stdout
+    print(f"a no-op deploy of 3 hosts: {time.monotonic() - began:.1f} s")
+    assert all(text.endswith("live (nothing to do)") for text in summary(out).values()), out
+    assert "deploying " not in out and "deploy: 3 of 3 hosts ok" in out, out
     assert fleet.serves() == {name: (200, "two\n") for name in NAMES}
 
 

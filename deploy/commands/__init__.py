@@ -12,6 +12,7 @@ checks it. By tool:
     nginx     the local target's own nginx or a host's; checks in a scratch directory
     programs  supervisor (the local target's own supervisord or a host's), systemd units, gunicorn's check
     probe     HTTP checks run on the target (deploy/probe.py)
+    snapshot  all a deploy needs to see that it has nothing to do, in one command
     ssh       fab expose's tunnel: its key pair, ssh -R, the relay's sshd and authorized_keys
     git       what a release ships, read on the machine that runs `fab`
 """
@@ -41,3 +42,4 @@ from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, 
                                       parse_unit_status, program, program_status, programs, read_files,
                                       supervisor_parse, supervisor_refused, supervisorctl, supervisord_start,
                                       systemctl, systemd_manager, systemd_verify, timer_times, unit_journal)
+from deploy.commands.snapshot import snapshot
