@@ -245,14 +245,19 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
             left = [host for host in hosts if host not in done or done[host].failed]
             if not left:
                 outcomes = []
-            elif not balancers:
-                outcomes = fleet.run(left, one, at_once)
             elif at_once:
                 outcomes = fleet.run(left, one, at_once)
-                if name == "provision" and not any(o.failed for o in outcomes):
+                if balancers and name == "provision" and not any(o.failed for o in outcomes):
                     provision_balancers(c, settings, left)
             else:
-                outcomes = roll(c, settings, left, one, name)
+                try:
+                    keeper = fleet_lock_holder(c, settings)
+                    if kwargs.get("break_lock"):
+                        unlock(keeper)
+                    with locked(keeper, f"{name} of the fleet ({', '.join(left)})"):
+                        outcomes = roll(c, settings, left, one) if balancers else fleet.run(left, one, at_once)
+                except ERRORS as exc:  # the fleet's lock held, a balancer out of reach
+                    raise Exit(f"error: {exc}", code=1) from None
             outcomes = [next((o for o in outcomes if o.host == host), None) or done[host] for host in hosts]
             failed = [o.host for o in outcomes if o.failed]
             if not at_once:
@@ -303,11 +308,17 @@ def provision_balancers(c, settings, hosts: list[str]) -> None:
         ensure_firewall(b)
 
 
-def roll(c, settings, hosts: list[str], one, action: str) -> list[fleet.Outcome]:
-    """A rolling deploy (or rollback): [fleet] at_once app hosts at a time taken out of the balancers
-    (a graceful reload: what they had in flight finishes first), deployed, put back; the first host
-    that fails is put back too (it serves what it served) and the roll stops. The first balancer
-    holds the fleet's lock throughout, each host its own."""
+def fleet_lock_holder(c, settings) -> context.Context:
+    """Where the fleet's own lock is (each host keeps its own too): /srv/<app>-fleet/deploy.lock on
+    the first balancer, or with none on the first app host."""
+    return balancer_context(c, settings, (settings.fleet.balancer or settings.fleet.app)[0], quiet=True)
+
+
+def roll(c, settings, hosts: list[str], one) -> list[fleet.Outcome]:
+    """A rolling deploy (or rollback), under the fleet's lock: [fleet] at_once app hosts at a time
+    taken out of the balancers (a graceful reload: what they had in flight finishes first),
+    deployed, put back; the first host that fails is put back too (it serves what it served) and
+    the roll stops."""
     balancers = balancer_contexts(c, settings)
     out: set[str] = set()
 
@@ -316,19 +327,18 @@ def roll(c, settings, hosts: list[str], one, action: str) -> list[fleet.Outcome]
             balancing.ensure_balancer_site(b, upstreams_of(c, settings, hosts, out))
 
     outcomes: list[fleet.Outcome] = []
-    with locked(balancers[0], f"rolling {action} of {', '.join(hosts)}"):
+    steer()
+    size = settings.fleet.at_once
+    for start in range(0, len(hosts), size):
+        batch = hosts[start:start + size]
+        out.update(batch)
         steer()
-        size = settings.fleet.at_once
-        for start in range(0, len(hosts), size):
-            batch = hosts[start:start + size]
-            out.update(batch)
-            steer()
-            done = fleet.run(batch, one, at_once=True)
-            outcomes += done
-            out.difference_update(batch)
-            steer()
-            if any(o.failed for o in done):
-                break
+        done = fleet.run(batch, one, at_once=True)
+        outcomes += done
+        out.difference_update(batch)
+        steer()
+        if any(o.failed for o in done):
+            break
     return outcomes + [fleet.Outcome(host, started=False) for host in hosts[len(outcomes):]]
 
 

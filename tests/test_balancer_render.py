@@ -3,19 +3,17 @@ app hosts with passive health checks, repeats only requests that are safe to rep
 being deployed down, keeps the app's limits, headers and /metrics rules, and passes nginx -t."""
 from __future__ import annotations
 
-import subprocess
-
-from invoke import Context
 from pathlib import Path
 
-from deploy import commands
+from invoke import Context
+
 from deploy.facts import parse_facts
 from deploy.layout import system_layout
 from deploy.render import Upstream, balancer_settings, plan_app, render, render_balancer
 from deploy.settings import check_settings
 from deploy.target import Target
-from deploy.validate import check_rendered, find_nginx, free_loopback_port
-from tests.test_render import needs_nginx
+from deploy.validate import check_rendered
+from tests.test_render import assert_nginx_takes_tls_site, needs_nginx
 
 FACTS = parse_facts((Path(__file__).parent / "data" / "facts" / "debian-12-amd64.txt").read_text())
 FLEET = {"app": {"name": "words"}, "nginx": {"server_names": ["words.example.com"], "cache": True,
@@ -52,22 +50,7 @@ def test_the_balancer_spreads_the_site_over_the_app_hosts_and_repeats_only_safe_
 @needs_nginx
 def test_the_balancers_site_passes_nginx_t(tmp_path):
     files, _ = balancer_site(FLEET | {"nginx": {**FLEET["nginx"], "tls": True}}, certificate=True)
-    for path, text in files.items():
-        (tmp_path / path.name).write_text(text.replace("/etc/letsencrypt/live/words.example.com", str(tmp_path))
-                                          .replace("/etc/nginx/ffdhe2048.pem", str(tmp_path / "ffdhe2048.pem"))
-                                          .replace("/var/log/words-fleet", str(tmp_path)))
-    subprocess.run(commands.self_signed(str(tmp_path / "fullchain.pem"), str(tmp_path / "privkey.pem"),
-                                        "words.example.com"), check=True, capture_output=True)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n    include {tmp_path}/modelhost.conf;\n"
-                    f"    include {tmp_path}/words.example.com.conf;\n}}\n")
-    port = free_loopback_port()
-    for name in ("modelhost.conf", "words.example.com.conf"):  # a free port here, not 80 and 443
-        text = (tmp_path / name).read_text()
-        (tmp_path / name).write_text(text.replace("listen 80", f"listen 127.0.0.1:{port}")
-                                     .replace("listen 443", f"listen 127.0.0.1:{port + 1}"))
-    result = subprocess.run(commands.nginx_check(find_nginx(), conf, tmp_path), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert_nginx_takes_tls_site(files, tmp_path, moved=("/var/log/words-fleet",))
 
 
 @needs_nginx

@@ -20,9 +20,8 @@ from deploy.facts import parse_facts
 from deploy.layout import system_layout
 from deploy.render import relay_settings, render_relay, tunnel_program
 from deploy.settings import check_settings
-from deploy.validate import find_nginx, free_loopback_port
 from tests.test_facts import DATA
-from tests.test_render import needs_nginx
+from tests.test_render import assert_nginx_takes_tls_site, needs_nginx
 
 TUNNEL = Path(__file__).resolve().parent.parent / "deploy" / "tunnel.py"
 EXPOSED = {"expose": {"relay": "admin@relay.example.com", "domain": "words.example.com"}}
@@ -63,21 +62,7 @@ def test_the_relays_site_passes_nginx_t(tmp_path):
     assert "server 127.0.0.1:20001 fail_timeout=0;" in site and "proxy_hide_header X-Frame-Options;" in site
     assert "listen unix:" not in site and "/words/metrics {\n            proxy_pass http://relay-words-example-com;\n" \
         "            deny all;" in site
-    for path, text in files.items():
-        (tmp_path / path.name).write_text(text.replace("/etc/letsencrypt/live/words.example.com", str(tmp_path))
-                                          .replace("/etc/nginx/ffdhe2048.pem", str(tmp_path / "ffdhe2048.pem")))
-    subprocess.run(commands.self_signed(str(tmp_path / "fullchain.pem"), str(tmp_path / "privkey.pem"),
-                                        "words.example.com"), check=True, capture_output=True)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n    include {tmp_path}/modelhost.conf;\n"
-                    f"    include {tmp_path}/words.example.com.conf;\n}}\n")
-    relay_listen = free_loopback_port()
-    for name in ("modelhost.conf", "words.example.com.conf"):  # a free port here, not 80 and 443
-        text = (tmp_path / name).read_text()
-        (tmp_path / name).write_text(text.replace("listen 80", f"listen 127.0.0.1:{relay_listen}")
-                                     .replace("listen 443", f"listen 127.0.0.1:{relay_listen + 1}"))
-    result = subprocess.run(commands.nginx_check(find_nginx(), conf, tmp_path), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert_nginx_takes_tls_site(files, tmp_path)
 
 
 def test_the_tunnel_program_runs_tunnel_py_under_either_manager():

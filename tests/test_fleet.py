@@ -143,6 +143,19 @@ def test_a_deploy_stops_at_the_first_host_that_fails_and_says_what_each_host_run
     assert "deploying " not in out and "deploy: 3 of 3 hosts ok" in out, out
     assert fleet.serves() == {name: (200, "two\n") for name in NAMES}
 
+    # The fleet's own lock, on its first host: a second deploy of the fleet is refused before any host.
+    fleet.members["fleet1"].ssh(f"mkdir -p /srv/{APP}-fleet/deploy.lock && echo 'deploy of the fleet by someone' "
+                                f"> /srv/{APP}-fleet/deploy.lock/holder")
+    fleet.release("three\n")
+    result = fleet.fab("deploy")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "another deploy is running on fleet1: deploy of the fleet by someone" in result.stderr, result.stderr
+    assert fleet.serves() == {name: (200, "two\n") for name in NAMES}
+    out = fleet.fab("deploy", "--break-lock").stdout
+    assert "deploy: 3 of 3 hosts ok" in out, out
+    assert "removed the deploy lock on fleet1 (deploy of the fleet by someone)" in out, out
+    assert fleet.serves() == {name: (200, "three\n") for name in NAMES}
+
 
 def test_status_and_releases_run_at_once_and_a_one_host_task_refuses_a_fleet(fleet):
     result = fleet.fab("status")

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
+from deploy import commands
 from deploy.facts import parse_facts
 from deploy.layout import local_layout, system_layout
 from deploy.render import RenderError, plan_app, render, supervisor_environment
 from deploy.settings import check_settings
 from deploy.target import Target
-from deploy.validate import ValidationError, check_rendered, find_nginx
+from deploy.validate import ValidationError, check_rendered, find_nginx, free_loopback_port
 from tests.servers import ROOT
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -110,6 +111,28 @@ def nginx_version() -> tuple[int, ...]:
 
 needs_nginx = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
                                  reason="needs nginx: apt-get install nginx")
+
+
+def assert_nginx_takes_tls_site(files: dict[Path, str], tmp_path: Path, moved: tuple[str, ...] = ()) -> None:
+    """nginx -t of a host's files for words.example.com over HTTPS, moved under tmp_path: the
+    certificate (made here, self-signed), the DH parameters, the paths in moved, and ports 80 and
+    443 to free ones here."""
+    for path, text in files.items():
+        for old in ("/etc/letsencrypt/live/words.example.com", *moved):
+            text = text.replace(old, str(tmp_path))
+        (tmp_path / path.name).write_text(text.replace("/etc/nginx/ffdhe2048.pem", str(tmp_path / "ffdhe2048.pem")))
+    subprocess.run(commands.self_signed(str(tmp_path / "fullchain.pem"), str(tmp_path / "privkey.pem"),
+                                        "words.example.com"), check=True, capture_output=True)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n    include {tmp_path}/modelhost.conf;\n"
+                    f"    include {tmp_path}/words.example.com.conf;\n}}\n")
+    port = free_loopback_port()
+    for name in ("modelhost.conf", "words.example.com.conf"):
+        text = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(text.replace("listen 80", f"listen 127.0.0.1:{port}")
+                                     .replace("listen 443", f"listen 127.0.0.1:{port + 1}"))
+    result = subprocess.run(commands.nginx_check(find_nginx(), conf, tmp_path), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @needs_nginx
