@@ -85,6 +85,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--flavor", choices=("systemd", "service"), default="systemd")
     parser.add_argument("--slowest", type=bounded_int(0, 50), default=5,
                         help="list this many of a code-only deploy's slowest calls to the host")
+    parser.add_argument("--in-order", action="store_true", help="list every call of a code-only deploy, in order")
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="modelhost-bench-") as scratch:
         workdir = Path(scratch)
@@ -138,6 +139,10 @@ enabled = false
     print("  slowest steps of a code-only deploy: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in slowest))
     for seconds, what in sorted(changed[0][1].each, reverse=True)[:options.slowest]:
         print(f"  {seconds:5.2f} s  {what[:150]}")
+    if options.in_order:
+        print("every call of the first code-only deploy, in order:")
+        for seconds, what in changed[0][1].each:
+            print(f"  {seconds:5.2f} s  {' '.join(what.split())[:110]}")
     return 0
 
 

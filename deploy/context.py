@@ -158,12 +158,12 @@ class Context:
     def write_files(self, files: dict[Path, str]) -> dict[Path, str | None]:
         """Writes the files; returns the earlier content of each one that changed (None: it was new)."""
         earlier = {}
+        found = commands.parse_sums(self.run(commands.sums(list(files))).stdout)  # one look at them all
         for path, text in files.items():
             self.wrote(path, text)
-            before = self.target.read(path)
-            if before != text:
+            if found.get(str(path)) != self.written[path]:
+                earlier[path] = self.target.read(path) if str(path) in found else None
                 self.target.upload(text.encode("utf-8"), path)
-                earlier[path] = before
         return earlier
 
     def wrote(self, path: Path, text: str) -> None:

@@ -19,6 +19,16 @@ def cat(path: Path) -> list[str]:
     return ["cat", "--", str(path)]
 
 
+def sums(paths: list[Path]) -> list[str]:
+    """The sha256 of each file that exists, one "SUM  PATH" line each (missing ones are left out)."""
+    return ["sh", "-c", 'for f; do [ -f "$f" ] && sha256sum -- "$f"; done; true', "sh", *map(str, paths)]
+
+
+def parse_sums(output: str) -> dict[str, str]:
+    """path -> sha256, from sums' output."""
+    return {path: digest for digest, path in (line.split("  ", 1) for line in output.splitlines() if "  " in line)}
+
+
 def make_directory(path: Path, parents: bool = True) -> list[str]:
     """mkdir; without parents it fails when path exists (which makes it a lock)."""
     return ["mkdir", *(["-p"] if parents else []), str(path)]
