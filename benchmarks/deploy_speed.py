@@ -128,8 +128,9 @@ enabled = false
 
     print(f"{options.flavor} test host, a one-page Flask app; medians of {options.n} runs")
     calls = noop[0][1].calls
+    count = sum(calls.values())
     print(f"no-op deploy:      {median(w for w, _, _ in noop):5.2f} s wall, "
-          f"{median(c.seconds for _, c, _ in noop):5.2f} s in {sum(calls.values())} calls to the host "
+          f"{median(c.seconds for _, c, _ in noop):5.2f} s in {count} call{'' if count == 1 else 's'} to the host "
           f"({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))})")
     calls = changed[0][1].calls
     print(f"code-only deploy:  {median(w for w, _, _ in changed):5.2f} s wall, "
