@@ -462,8 +462,10 @@ def certificate(c, settings=None, break_lock=False):
     """Get a TLS certificate for the site's names from the ACME server (certbot) and serve HTTPS; renewed by itself.
     A fleet's certificate is its balancers'."""
     started = time.monotonic()
-    if fleet_hosts(c, settings) and load_settings(c, settings).fleet.balancer:
-        return balancer_certificate(c, load_settings(c, settings), break_lock, started)
+    if fleet_hosts(c, settings):
+        fleet_settings = load_settings(c, settings)
+        if fleet_settings.fleet.balancer:
+            return balancer_certificate(c, fleet_settings, break_lock, started)
     one_host(c, settings, "certificate")
     d = target_context(c, settings)
     names = certificates.certificate_names(d)
