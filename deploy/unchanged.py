@@ -110,10 +110,13 @@ def nothing_to_do(ctx: Context, found: dict[str, str], wanted: str) -> tuple[Rel
 
 
 def record(ctx: Context, wanted: str, release: Release) -> None:
-    """After a deploy that went through: what it was given, and the sums of the files it wrote."""
-    ctx.target.write(ctx.layout.root / SUMS, sums_text(ctx.written))
+    """After a deploy that went through: what it was given, and the sums of the files it wrote. Both
+    readable by their owner only: the sums include the env file's, which a weak secret could be
+    guessed back from, and the digest includes the secrets given."""
+    ctx.target.write(ctx.layout.root / SUMS, sums_text(ctx.written), mode=0o600)
     ctx.target.write(ctx.layout.root / RECORD, json.dumps(
-        {"inputs": wanted, "release": asdict(release), "files": len(ctx.written)}, sort_keys=True) + "\n")
+        {"inputs": wanted, "release": asdict(release), "files": len(ctx.written)}, sort_keys=True) + "\n",
+        mode=0o600)
 
 
 def sums_text(written: dict) -> str:

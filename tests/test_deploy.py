@@ -82,6 +82,8 @@ def test_a_second_deploy_sees_in_one_look_that_it_has_nothing_to_do(site):
     assert re.search(r"unchanged +unchanged .*-\w+ runs on blue \(pid \d+\) and answers 200; the code, settings, "
                      r"model and secrets of its deploy, and its \d+ config files as it left them", out), out
     assert " 0 of 1 steps changed something" in out
+    for record in ("deployed.json", "deployed.sha256"):  # the env file's sum and the secrets' digest
+        assert (site[2] / "modelhost" / record).stat().st_mode & 0o777 == 0o600
 
 
 def test_a_deploy_after_a_config_file_changed_by_hand_goes_the_whole_way_and_puts_it_back(site):
