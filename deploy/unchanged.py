@@ -29,6 +29,7 @@ from deploy import commands
 from deploy.context import Context, Step
 from deploy.cutover import health, is_ready
 from deploy.facts import FACTS_COMMAND, parse_facts, split_sections
+from deploy.layout import COLORS
 from deploy.render import CONFIGS, DEPLOY, certificate_paths
 from deploy.source import Model, Source, digest
 from deploy.state import Pointers, Release
@@ -96,7 +97,8 @@ def nothing_to_do(ctx: Context, found: dict[str, str], wanted: str) -> tuple[Rel
     release = Release.parse(json.dumps(record["release"])) if isinstance(record.get("release"), dict) else None
     if release is None or pointers.live is None or pointers.live_release != release.id:
         return None
-    state, pid, _ = ctx.programs.parse_status(found.get(f"program-{pointers.live}", ""), pointers.live)
+    status = commands.split_programs_status(found.get("programs", ""), ctx.layout, COLORS)[pointers.live]
+    state, pid, _ = ctx.programs.parse_status(status, pointers.live)
     try:
         answers = commands.parse_probe(found.get(f"answer-{pointers.live}", ""))
     except ValueError:  # no python3 answered

@@ -12,6 +12,8 @@ import pytest
 
 from deploy import commands, unchanged
 from deploy.facts import FACTS_COMMAND, parse_facts, split_sections
+from deploy.layout import system_layout
+from deploy.settings import check_settings
 from deploy.state import Release
 from tests.fake import FACTS, fake_context
 
@@ -26,7 +28,8 @@ def as_found(ctx, **changes) -> dict[str, str]:
         "record": json.dumps({"inputs": "wanted", "release": asdict(RELEASE), "files": 7}),
         "sums": "exit 0", "lock": "free",
         "links": f"current=blue\nblue={ctx.layout.releases}/{RELEASE.id}\ngreen=",
-        "program-blue": f"{ctx.layout.app}-blue                 RUNNING   pid 4711, uptime 1:02:03",
+        "programs": f"{ctx.layout.app}-blue                 RUNNING   pid 4711, uptime 1:02:03\n"
+                    f"{ctx.layout.app}-green                STOPPED   Dec 02 10:00 AM",
         "answer-blue": json.dumps({"path": "/", "status": 200, "body": "ok"}),
     }
     return {**found, **changes}
@@ -49,16 +52,16 @@ def test_a_target_as_its_last_deploy_left_it_has_nothing_to_do():
     ("a deploy holds the lock", {"lock": "held"}),
     ("rolled back since", {"links": "current=green\nblue=\ngreen=/x/releases/20261201T000000-old"}),
     ("nothing live", {"links": "current=\nblue=\ngreen="}),
-    ("the live program stopped", {"program-blue": "modelhost-blue STOPPED Dec 02 10:00 AM"}),
-    ("supervisord down", {"program-blue": "unix:///x/supervisor.sock no such file"}),
+    ("the live program stopped", {"programs": "modelhost-blue STOPPED Dec 02 10:00 AM\nmodelhost-green STOPPED"}),
+    ("supervisord down", {"programs": "unix:///x/supervisor.sock no such file"}),
     ("not ready", {"answer-blue": json.dumps({"path": "/", "status": 503, "body": "loading"})}),
     ("no answer", {"answer-blue": json.dumps({"path": "/", "status": 0, "error": "refused"})}),
     ("no python3", {"answer-blue": "sh: 1: python3: not found"}),
 ])
 def test_anything_else_sends_the_deploy_the_whole_way(why, changes):
     ctx, _ = fake_context()
-    if "program-blue" in changes and changes["program-blue"].startswith("modelhost-"):
-        changes["program-blue"] = changes["program-blue"].replace("modelhost", ctx.layout.app, 1)
+    if changes.get("programs", "").startswith("modelhost-"):
+        changes["programs"] = changes["programs"].replace("modelhost", ctx.layout.app)
     assert unchanged.nothing_to_do(ctx, as_found(ctx, **changes), "wanted") is None, why
 
 
@@ -102,3 +105,20 @@ def test_the_inputs_digest_changes_with_each_input():
     assert unchanged.inputs(ctx, Source, None, {"UNRELATED": "x"}) == base
     ctx.settings.gunicorn.timeout += 1
     assert unchanged.inputs(ctx, Source, None, {}) != base
+
+
+def test_one_status_command_answers_for_both_colors():
+    layout = system_layout(check_settings({"app": {"name": "words", "process_manager": "systemd"}}))
+    argv = commands.programs_status(layout, ("blue", "green"))
+    assert argv[:4] == ["systemctl", "show", "words@blue", "words@green"]
+    out = "MainPID=4711\nActiveState=active\nSubState=running\n\nMainPID=0\nActiveState=inactive\nSubState=dead\n"
+    parts = commands.split_programs_status(out, layout, ("blue", "green"))
+    assert commands.parse_unit_status(parts["blue"])[:2] == ("RUNNING", 4711)
+    assert commands.parse_unit_status(parts["green"])[0] == "STOPPED"
+    layout = system_layout(check_settings({"app": {"name": "words"}}))
+    assert commands.programs_status(layout, ("blue", "green")) == ["supervisorctl", "status", "words-blue",
+                                                                   "words-green"]
+    out = "words-blue    RUNNING   pid 4711, uptime 0:01:02\nwords-green   STOPPED   Not started\n"
+    parts = commands.split_programs_status(out, layout, ("blue", "green"))
+    assert commands.parse_supervisor_status(parts["green"], "words-green")[0] == "STOPPED"
+    assert commands.parse_supervisor_status(parts["blue"], "words-blue")[:2] == ("RUNNING", 4711)

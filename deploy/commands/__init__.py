@@ -39,7 +39,8 @@ from deploy.commands.ssh import (ALIVE_COUNT, ALIVE_INTERVAL, TUNNEL_SOURCE, aut
 from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, calendar_check,
                                       first_lines, gunicorn_check, journal, parse_first_lines, parse_group_status, parse_read_files,
                                       parse_supervisor_status, parse_supervisord_pid, parse_timer_times,
-                                      parse_unit_status, program, program_status, programs, read_files,
+                                      parse_unit_status, program, program_status, programs, programs_status, read_files,
+                                      split_programs_status,
                                       supervisor_parse, supervisor_refused, supervisorctl, supervisord_start,
                                       systemctl, systemd_manager, systemd_verify, timer_times, unit_journal)
 from deploy.commands.snapshot import snapshot

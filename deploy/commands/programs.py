@@ -83,6 +83,26 @@ def program_status(layout: Layout, color: str) -> list[str]:
     return supervisorctl(layout, "status", program(layout, color))
 
 
+def programs_status(layout: Layout, colors: tuple[str, ...]) -> list[str]:
+    """The colors' programs' status in one command: one supervisorctl (a Python program: it takes
+    its time to start) or one systemctl show; split_programs_status tells them apart."""
+    names = [program(layout, color) for color in colors]
+    if systemd_manager(layout):
+        return ["systemctl", "show", *names, f"--property={UNIT_PROPERTIES}"]
+    return supervisorctl(layout, "status", *names)
+
+
+def split_programs_status(output: str, layout: Layout, colors: tuple[str, ...]) -> dict[str, str]:
+    """color -> its part of programs_status' output, as program_status would have printed it:
+    systemctl show's blocks in order (a blank line between them), supervisorctl's line per program."""
+    if systemd_manager(layout):
+        blocks = output.strip().split("\n\n")
+        return {color: blocks[i] if i < len(blocks) else "" for i, color in enumerate(colors)}
+    lines = output.splitlines()
+    return {color: next((line for line in lines if line.split(None, 1)[:1] == [program(layout, color)]), output)
+            for color in colors}
+
+
 def parse_unit_status(output: str) -> tuple[str, int | None, str]:
     """(state, pid, since) of `systemctl show` with UNIT_PROPERTIES, the state in supervisor's words."""
     unit = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)

@@ -1,6 +1,6 @@
 """One command that prints, in sections, all a deploy needs to see that it has nothing to do
 (deploy/unchanged.py): the host's facts, the last deploy's record and whether the files it wrote
-are as it left them, the deploy lock, the links, both colors' programs and their answers to the
+are as it left them, the deploy lock, the links, both colors' programs (one status command) and their answers to the
 health path, and the certificate's files. One round trip where a deploy that finds everything in
 place takes some forty."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from deploy.commands.fs import read_links
 from deploy.commands.probe import probe
-from deploy.commands.programs import program_status
+from deploy.commands.programs import programs_status
 from deploy.layout import COLORS, Layout
 
 
@@ -24,7 +24,7 @@ def snapshot(layout: Layout, facts_command: str, python: str, health: str, ready
         "lock": f"if [ -e {shlex.quote(str(layout.lock))} ]; then echo held; else echo free; fi",
         "links": shlex.join(read_links(layout.root)),
         "certificate": " && ".join(f"[ -e {shlex.quote(path)} ]" for path in certificate) + " && echo present",
-        **{f"program-{color}": shlex.join(program_status(layout, color)) for color in COLORS},
+        "programs": shlex.join(programs_status(layout, COLORS)),
         **{f"answer-{color}": shlex.join(probe(python, paths=[health], socket=layout.socket(color), ready=ready))
            for color in COLORS},
     }
