@@ -37,6 +37,7 @@ class Counted:
         self.seconds = 0.0
         self.each: list[tuple[float, str]] = []  # (seconds, what) of every call
         self.depth = 0
+        self.live_at = 0.0  # when the current link moved to the new color (nginx serves it already)
         self.originals = {name: getattr(Target, name) for name in self.METHODS}
 
     def __enter__(self):
@@ -59,6 +60,8 @@ class Counted:
             finally:
                 self.seconds += time.monotonic() - began
                 what = args[0] if args else ""
+                if isinstance(what, list) and what[:1] == ["mv"] and what[-1].endswith("/current"):
+                    self.live_at = time.monotonic()
                 self.each.append((time.monotonic() - began, f"{name} " + (" ".join(what) if isinstance(what, list)
                                                                           else str(what))))
                 self.calls[name] = self.calls.get(name, 0) + 1
@@ -67,16 +70,22 @@ class Counted:
 
 
 def deploy_once(host: hosts.TestHost, config: Path, settings: Path) -> tuple[float, Counted, dict[str, float]]:
-    """One deploy in this process: (wall seconds, what reached the host, seconds per step)."""
+    """One deploy in this process: (wall seconds, what reached the host, seconds per step, and
+    "to live": from the cutover step's start until the new color was live, when there was one)."""
     fabric_config = Config(runtime_ssh_path=str(config))
     with Connection(f"root@{host.address}", config=fabric_config) as connection, Counted() as counted:
         began = time.monotonic()
         tasks.check_host_keys(connection)
         d = tasks.target_context(connection, str(settings), quiet=True)
+        ended, report = {}, d.report
+        d.report = lambda step: (ended.__setitem__(step.name, time.monotonic()), report(step))
         source = read_source(d.local, settings.parent, False, d.settings.app.requirements)
         deployment.deploy(d, source, None, {})
         wall = time.monotonic() - began
-    return wall, counted, {step.name: step.seconds for step in d.steps}
+    seconds = {step.name: step.seconds for step in d.steps}
+    if counted.live_at and "cutover" in seconds:
+        seconds["to live"] = counted.live_at - (ended["cutover"] - seconds["cutover"])
+    return wall, counted, seconds
 
 
 def main(argv: list[str]) -> int:
@@ -135,8 +144,9 @@ enabled = false
     calls = changed[0][1].calls
     print(f"code-only deploy:  {median(w for w, _, _ in changed):5.2f} s wall, "
           f"{median(c.seconds for _, c, _ in changed):5.2f} s in {sum(calls.values())} calls to the host; "
-          f"cutover step {median(s['cutover'] for _, _, s in changed):5.2f} s")
-    slowest = sorted(changed[0][2].items(), key=lambda item: -item[1])[:4]
+          f"cutover step {median(s['cutover'] for _, _, s in changed):5.2f} s, live after "
+          f"{median(s['to live'] for _, _, s in changed):4.2f} s of it")
+    slowest = sorted(((k, v) for k, v in changed[0][2].items() if k != "to live"), key=lambda item: -item[1])[:4]
     print("  slowest steps of a code-only deploy: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in slowest))
     for seconds, what in sorted(changed[0][1].each, reverse=True)[:options.slowest]:
         print(f"  {seconds:5.2f} s  {what[:150]}")

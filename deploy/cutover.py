@@ -87,10 +87,13 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     before = configs(ctx, app, live) if live else after
     # Every color but the live one is idle: both of them on a first deploy.
     ctx.programs.ensure(before["programs"], idle=[c for c in COLORS if c != live], live=live or new)
-    start(ctx, new, release)
+    mark = start(ctx, new, release, running=False)
     try:
         ctx.nginx.ensure(after["nginx"])
         verify(ctx)
+        # Ready by the probe; still up once supervisor's startsecs have passed (no crash loop) before
+        # the old color stops. nginx's switch took about that long.
+        wait_running(ctx, new, mark)
     except (DeployError, CommandFailed) as exc:
         if live:  # nginx back to the old color first (its files were written; it may have reloaded)
             # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
@@ -108,8 +111,10 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     return new
 
 
-def start(ctx: Context, color: str, release: Release) -> None:
-    """Start a color's program and wait until it is ready; if it is not, stop it and say why."""
+def start(ctx: Context, color: str, release: Release, running: bool = True) -> str:
+    """Start a color's program and wait until it is ready, and with running until its process
+    manager counts it as started; if it is not, stop it and say why. Returns where its log was
+    (log_mark's) before the start."""
     programs = ctx.programs
     mark = programs.log_mark(color)
     try:
@@ -117,18 +122,23 @@ def start(ctx: Context, color: str, release: Release) -> None:
         if problem:
             raise DeployError(f"{programs.name(color)} did not start: {problem}")
         wait_ready(ctx, color, release)
-        wait_running(ctx, color)
+        if running:
+            wait_running(ctx, color, mark)
     except DeployError as exc:
         programs.stop(color)
         raise DeployError(f"{exc}\nthe release {release.id} was not activated; what was serving still is.\n"
                           f"last lines of {programs.log_name(color)}:\n{programs.log_since(color, mark)}") from None
+    return mark
 
 
-def wait_running(ctx: Context, color: str) -> None:
-    """Until the process manager counts the program as started (RUNNING: up for its startsecs)."""
-    if not ctx.wait(lambda: ctx.programs.status(color).state == "RUNNING", 30):
-        raise DeployError(f"{ctx.programs.name(color)} answered but did not stay up "
-                          f"(supervisor says {ctx.programs.status(color).state})")
+def wait_running(ctx: Context, color: str, mark: str | None = None) -> None:
+    """Until the process manager counts the program as started (RUNNING: up for its startsecs);
+    an error shows what it logged since mark (log_mark's)."""
+    programs = ctx.programs
+    if not ctx.wait(lambda: programs.status(color).state == "RUNNING", 30):
+        logged = f"; last lines of {programs.log_name(color)}:\n{programs.log_since(color, mark)}" if mark else ""
+        raise DeployError(f"{programs.name(color)} answered but did not stay up (its manager says "
+                          f"{programs.status(color).state}){logged}")
 
 
 def health(ctx: Context) -> tuple[str, str]:

@@ -49,11 +49,10 @@ class ProcessManager(ABC):
         return Program(self.name(color), color, *self.parse_status(result.stdout, color))
 
     def start(self, color: str) -> str:
-        """Start a color's program; returns what went wrong ("" when it started or already ran)."""
-        result = self.ctx.run(commands.programs(self.layout, "start", color), check=False, timeout=300)
-        if result.exited != 0 and "already started" not in result.stdout:
-            return (result.stdout + result.stderr).strip()
-        return ""
+        """Start a color's program without waiting for it (the cutover's probe says when it is
+        ready); returns what went wrong ("" when it is starting or already ran)."""
+        result = self.ctx.run(commands.start_program(self.layout, color), check=False, timeout=120)
+        return (result.stdout + result.stderr).strip() if result.exited != 0 else ""
 
     def stop(self, *colors: str) -> None:
         """Stop the colors' gunicorn gracefully (TERM: requests in flight finish first)."""
@@ -217,21 +216,21 @@ class Supervisor(ProcessManager):
         anything changed."""
         ctx = self.ctx
         earlier = ctx.write_files(files)
-        if self.pid() is None:
+        update = None
+        if idle:  # update rereads the files itself; supervisorctl pid only when it failed
+            update = ctx.run(commands.supervisorctl(self.layout, "update", *map(self.name, idle)), check=False,
+                             timeout=120)
+        if (update is None or update.exited != 0) and self.pid() is None:
             start = (commands.supervisord_start(self.layout) if self.layout.supervisord_conf
                      else commands.service(ctx.facts.systemd, "supervisor", "start"))
             ctx.run(start, timeout=120)
             if not ctx.wait(lambda: self.pid() is not None, 30):
                 raise DeployError(f"supervisord did not start: see {self.layout.supervisord_log}")
             return True
-        if idle:
-            reread = ctx.run(commands.supervisorctl(self.layout, "reread"), check=False)
-            if reread.exited != 0 or commands.supervisor_refused(reread.stdout):
-                ctx.restore(earlier)
-                raise DeployError(f"supervisor refused the program files in {self.layout.supervisor_dir} (the old "
-                                  f"ones are back):\n{(reread.stdout + reread.stderr).strip()}")
-            for color in idle:
-                ctx.run(commands.supervisorctl(self.layout, "update", self.name(color)))
+        if update and (update.exited != 0 or commands.supervisor_refused(update.stdout)):
+            ctx.restore(earlier)
+            raise DeployError(f"supervisor refused the program files in {self.layout.supervisor_dir} (the old "
+                              f"ones are back):\n{commands.supervisor_error(update.stdout + update.stderr)}")
         if self.layout.supervisord_conf in earlier:  # the local nginx's program changed: restarted on it
             ctx.run(commands.supervisorctl(self.layout, "update", "nginx"), timeout=120)
         return bool(earlier)

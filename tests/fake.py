@@ -12,7 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
-from deploy.commands import PROBE_SOURCE
+from deploy.commands import PROBE_SOURCE, SUPERVISOR_START
 from deploy.context import Context
 from deploy.layout import local_layout
 from deploy.settings import check_settings
@@ -111,6 +111,8 @@ class FakeTarget:
             return self.probe(json.loads(argv[-1]))
         if name == "supervisorctl":
             return self.supervisorctl(argv[3:])
+        if argv[1:3] == ["-c", SUPERVISOR_START]:  # startProcess(name, wait=False)
+            return self.supervisorctl(["start", argv[3]])
         if any(Path(a).name == "supervisord" for a in argv[:6]):
             self.supervisord = True
             self.start_nginx()  # its program, autostart

@@ -62,13 +62,29 @@ def test_a_new_release_goes_to_the_idle_color_and_the_old_one_stops_after_the_sw
     assert step.detail == f"{NEW} live on green; {OLD} on blue stopped"
     assert target.links[ctx.layout.root / "current"] == "green"
     assert target.states == {"blue": "STOPPED", "green": "RUNNING"}
-    started, reloaded = target.index("start modelhost-green"), target.index(r"nginx.* -s reload")
+    started, reloaded = target.index(r"startProcess[\s\S]* modelhost-green"), target.index(r"nginx.* -s reload")
     switched, stopped = target.index(r"mv -Tf \S+/.current.partial"), target.index("stop modelhost-blue")
     assert started < reloaded < switched < stopped
     # supervisor updates only a stopped color's program (updating a running one restarts it):
     # green before it starts, blue once it has stopped
     assert [c.split()[-1] for c in target.ran(" update modelhost")] == ["modelhost-green", "modelhost-blue"]
     assert target.index("update modelhost-green") < started and target.index("update modelhost-blue") > stopped
+
+
+def test_a_release_that_answers_and_then_exits_sends_nginx_back_before_the_old_color_stops(fake):
+    # The start does not wait out supervisor's startsecs: the probe says ready, and the check that the
+    # program stayed up (RUNNING) comes after nginx's switch, before the old color stops.
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.answer(r"supervisorctl .* status modelhost-green", "modelhost-green   BACKOFF   Exited too quickly\n", 3)
+    with pytest.raises(DeployError, match=r"(?s)modelhost-green answered but did not stay up \(its manager says "
+                                          r"BACKOFF\); last lines of .*green.log.*blue still serves"):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    site = target.files[ctx.layout.nginx_sites / "localhost.conf"]
+    assert "unix:" + str(ctx.layout.socket("blue")) in site and str(ctx.layout.socket("green")) not in site
+    assert target.links[ctx.layout.root / "current"] == "blue" and target.states["blue"] == "RUNNING"
+    assert len(target.ran(r"nginx.* -s reload")) == 2  # to green, and back to blue
+    assert not target.ran("stop modelhost-blue")
 
 
 def test_a_release_that_never_gets_ready_is_stopped_and_nginx_is_not_touched(fake):
@@ -270,7 +286,7 @@ def test_a_failing_release_command_stops_the_deploy_with_its_output_and_runs_aga
     with pytest.raises(DeployError, match=r"(?s)the release command 'flask --app notes init-db' failed in .* "
                                           r"\(exit 1\); the release was not started.*unable to open database"):
         parts.ensure_release_command(ctx, release(NEW), app_of(ctx))
-    assert not target.ran("start modelhost") and not target.ran(r"^touch .*release-command.done")
+    assert not target.ran(r"startProcess[\s\S]* modelhost-") and not target.ran(r"^touch .*release-command.done")
     target.answer(r"flask --app notes init-db", "Initialized the database.\n")
     parts.ensure_release_command(ctx, release(NEW), app_of(ctx))
     assert ctx.steps[-1].changed and ctx.steps[-1].detail.endswith("Initialized the database.")

@@ -36,11 +36,11 @@ from deploy.commands.nginx import locate, nginx, nginx_check, nginx_start, self_
 from deploy.commands.probe import PROBE_SOURCE, parse_probe, probe
 from deploy.commands.ssh import (ALIVE_COUNT, ALIVE_INTERVAL, TUNNEL_SOURCE, authorized_line, keygen, listening_ports,
                                  machine_name, parse_authorized, sshd_check, tunnel)
-from deploy.commands.programs import (SUPERVISOR_PARSE, TOOLS, UNIT_PROPERTIES, UNIT_STATES, calendar_check,
+from deploy.commands.programs import (SUPERVISOR_PARSE, SUPERVISOR_START, TOOLS, UNIT_PROPERTIES, UNIT_STATES, calendar_check,
                                       first_lines, gunicorn_check, journal, parse_first_lines, parse_group_status, parse_read_files,
                                       parse_supervisor_status, parse_supervisord_pid, parse_timer_times,
                                       parse_unit_status, program, program_status, programs, programs_status, read_files,
-                                      split_programs_status,
+                                      split_programs_status, start_program, supervisor_error,
                                       supervisor_parse, supervisor_refused, supervisorctl, supervisord_start,
                                       systemctl, systemd_manager, systemd_verify, timer_times, unit_journal)
 from deploy.commands.snapshot import snapshot

@@ -12,6 +12,20 @@ from deploy.layout import Layout
 TOOLS = Path(sys.executable).parent  # supervisord and supervisorctl of the local target
 # supervisor's parser, as supervisord itself runs it at start: exits 2 with the reason.
 SUPERVISOR_PARSE = "import sys; from supervisor.options import ServerOptions; ServerOptions().realize(['-c', sys.argv[1]])"
+# startProcess without waiting for startsecs: `python -c SUPERVISOR_START NAME [-c CONF]`; an error is
+# printed as supervisor's fault ("ALREADY_STARTED" counts as started) and exits 1.
+SUPERVISOR_START = """import sys, xmlrpc.client
+from supervisor.options import ClientOptions
+options = ClientOptions()
+options.realize(sys.argv[2:])
+try:
+    options.getServerProxy().supervisor.startProcess(sys.argv[1], False)
+except xmlrpc.client.Fault as fault:
+    if 'ALREADY_STARTED' not in fault.faultString:
+        sys.exit(f'{sys.argv[1]}: ERROR ({fault.faultString})')
+except OSError as exc:
+    sys.exit(f'{options.serverurl}: {exc}')
+"""
 
 
 def systemd_manager(layout: Layout) -> bool:
@@ -28,6 +42,18 @@ def programs(layout: Layout, action: str, *colors: str) -> list[str]:
     """start or stop the colors' programs, through supervisor or systemd."""
     names = [program(layout, color) for color in colors]
     return ["systemctl", action, *names] if systemd_manager(layout) else supervisorctl(layout, action, *names)
+
+
+def start_program(layout: Layout, color: str) -> list[str]:
+    """Starts a color's program and returns at once: readiness is the deploy's own probe, not the
+    manager's (supervisorctl start waits out startsecs; a notify unit's start waits for gunicorn)."""
+    if systemd_manager(layout):
+        return ["systemctl", "start", "--no-block", program(layout, color)]
+    # supervisorctl has no start that returns at once; its XML-RPC call startProcess(name, wait=False)
+    # does, reached as supervisorctl reaches it (its config file, its server URL and credentials).
+    python = sys.executable if layout.supervisord_conf else "python3"
+    config = ["-c", str(layout.supervisord_conf)] if layout.supervisord_conf else []
+    return [python, "-c", SUPERVISOR_START, program(layout, color), *config]
 
 
 # ---- supervisor ---------------------------------------------------------------------------------
@@ -62,6 +88,13 @@ def parse_supervisor_status(output: str, name: str) -> tuple[str, int | None, st
 def supervisor_refused(output: str) -> bool:
     """supervisorctl reread prints an ERROR line for a program file it cannot use (and exits 0)."""
     return "ERROR" in output
+
+
+def supervisor_error(output: str) -> str:
+    """What supervisorctl said went wrong: the fault's own words where it printed a traceback's
+    summary (update's answer to a program file supervisord cannot read), else its output."""
+    fault = re.search(r"<Fault \d+: ['\"](.*)['\"]>", output, re.S)
+    return fault.group(1).replace("\\n", "\n") if fault else output.strip()
 
 
 def supervisor_parse(python: str, conf: Path) -> list[str]:
