@@ -168,9 +168,9 @@ def test_the_releases_listing_reads_each_release_json_where_its_kit_put_it(tmp_p
 
 def test_supervisors_refusal_is_said_in_its_own_words():
     # supervisorctl update prints a Fault from reloadConfig as a traceback's summary, exit status 1
-    output = ("error: <class 'xmlrpc.client.Fault'>, <Fault 92: \"CANT_REREAD: Invalid autostart value 'maybe' in "
+    output = ("error: <class 'xmlrpc.client.Fault'>, <Fault 92: \"CANT_REREAD: not a valid boolean value: 'maybe' in "
               "section 'program:by-hand' (file: '/etc/supervisor/conf.d/zz-by-hand.conf')\">: file: "
               "/usr/lib/python3/dist-packages/supervisor/xmlrpc.py line: 557\n")
-    assert commands.supervisor_error(output) == ("CANT_REREAD: Invalid autostart value 'maybe' in section "
+    assert commands.supervisor_error(output) == ("CANT_REREAD: not a valid boolean value: 'maybe' in section "
                                                  "'program:by-hand' (file: '/etc/supervisor/conf.d/zz-by-hand.conf')")
     assert commands.supervisor_error("ERROR: CANT_REREAD: something\n") == "ERROR: CANT_REREAD: something"

@@ -1,8 +1,8 @@
 """One command that prints, in sections, all a deploy needs to see that it has nothing to do
 (deploy/unchanged.py): the host's facts, the last deploy's record and whether the files it wrote
-are as it left them, the deploy lock, the links, both colors' programs (one status command) and their answers to the
-health path, and the certificate's files. One round trip where a deploy that finds everything in
-place takes some forty."""
+are as it left them, the deploy lock, the links, both colors' programs (one status command) and
+their answers to the health path, and the certificate's files. One round trip where a deploy that
+finds everything in place takes some forty."""
 from __future__ import annotations
 
 import shlex
