@@ -111,9 +111,7 @@ UNIT_STATES = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNN
 
 
 def program_status(layout: Layout, color: str) -> list[str]:
-    if systemd_manager(layout):
-        return ["systemctl", "show", program(layout, color), f"--property={UNIT_PROPERTIES}"]
-    return supervisorctl(layout, "status", program(layout, color))
+    return programs_status(layout, (color,))
 
 
 def programs_status(layout: Layout, colors: tuple[str, ...]) -> list[str]:
