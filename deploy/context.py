@@ -45,6 +45,11 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def release_time() -> str:
+    """The UTC time a new release is named after (its id is <time>-<revision>)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
 class Context:
     """One app on one target. report(step) is called as each step ends (fab prints it).
 
@@ -60,6 +65,7 @@ class Context:
         self.clock, self.sleep = clock, sleep
         self.steps: list[Step] = []
         self.written: dict[Path, str] = {}  # path -> sha256 of each config file written or found as wanted
+        self.release_time: str | None = None  # a new release's, when not now: a fleet's hosts name theirs alike
 
     @functools.cached_property
     def facts(self) -> HostFacts:

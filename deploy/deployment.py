@@ -75,9 +75,7 @@ def rollback(ctx: Context, to: str | None = None) -> Release:
 def rollback_target(ctx: Context, to: str | None) -> Release:
     releases = state.releases(ctx)
     if to:
-        chosen = next((r for r in releases if r.id == to), None)
-        if chosen is None:
-            raise DeployError(f"no release {to} on {ctx.target.name}; fab releases lists them")
+        chosen = named_release(ctx, releases, to)
         if not chosen.kit_dir:
             raise DeployError(f"{chosen.id} was made by an older modelhost, which this one cannot start: deploy "
                               f"its revision ({chosen.revision}) again instead (git checkout, then fab deploy)")
@@ -88,6 +86,21 @@ def rollback_target(ctx: Context, to: str | None) -> Release:
         raise DeployError(f"nothing to roll back to on {ctx.target.name}: no release older than "
                           f"{current or 'the live one'} has been live (fab releases lists them)")
     return chosen
+
+
+def named_release(ctx: Context, releases: list[Release], to: str) -> Release:
+    """The release rollback --to names: by its id, or by its git revision (a short or whole commit
+    hash, as `git log` shows it; each host of a fleet has its own ids), the newest release of it."""
+    chosen = next((r for r in releases if r.id == to), None)
+    if chosen:
+        return chosen
+    commit = to.lower()  # a build of uncommitted changes (abc1234+dirty) is named whole, or by its id
+    of_revision = [r for r in releases if r.revision == to or "+" not in r.revision and len(commit) >= 4 and (
+        r.revision.startswith(commit) or commit.startswith(r.revision))]
+    if not of_revision:
+        raise DeployError(f"no release {to} on {ctx.target.name} (neither a release id nor the git revision of "
+                          "one); fab releases lists them")
+    return of_revision[-1]
 
 
 def recover(ctx: Context) -> None:

@@ -8,6 +8,8 @@ per host, so each host gets a thread running the whole task, as `fab -H a,b` wou
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
 import threading
 import time
@@ -41,8 +43,11 @@ class Prefixed(io.TextIOBase):
         if lines:
             prefix = getattr(self.local, "prefix", "")
             with self.lock:
-                self.stream.write("".join(f"{prefix}{line}\n" for line in lines))
-                self.stream.flush()
+                try:
+                    self.stream.write("".join(f"{prefix}{line}\n" for line in lines))
+                    self.stream.flush()
+                except BrokenPipeError:  # the hosts' work goes on: a deploy is not cut short by it
+                    drop_output()
         return len(text)
 
     def flush(self) -> None:
@@ -52,6 +57,17 @@ class Prefixed(io.TextIOBase):
         """The rest of this thread's last line, if it never ended."""
         if getattr(self.local, "partial", ""):
             self.write("\n")
+
+
+OUTPUT_GONE = 128 + signal.SIGPIPE  # a task's exit status when its output's reader went away, as SIGPIPE's
+
+
+def drop_output() -> None:
+    """The reader of a task's output went away (`modelhost status | head`): what is printed from
+    now on goes nowhere instead of failing (Python's advice for SIGPIPE, in its signal module's docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())
+    os.close(devnull)
 
 
 @dataclass

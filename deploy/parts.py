@@ -18,11 +18,10 @@ import json
 import secrets
 import shlex
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy import commands, state
-from deploy.context import Context, DeployError, Step, now
+from deploy.context import Context, DeployError, Step, now, release_time
 from deploy.render import App, process_environment, render_gunicorn_conf, threads_of
 from deploy.settings import KIT_DIR
 from deploy.source import Model, Source, digest
@@ -213,7 +212,7 @@ def ensure_release(ctx: Context, source: Source, app: App, venv: str, model: Mod
                 step.detail = f"{release.id} (already made: same code, environment, model and settings)"
                 return release
         release = Release(
-            id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{source.label}",
+            id=f"{ctx.release_time or release_time()}-{source.label}",
             revision=source.label, identity=identity, venv=venv, model=model_key,
             model_version=model.version if model else "-", workers=app.plan.workers,
             explanation=app.plan.explanation, created=now(), kit_dir=KIT_DIR, threads=threads_of(ctx.settings))

@@ -152,8 +152,13 @@ def render(c, out, settings=None, target=None, facts=None, check=False, live="bl
 # ---- deploying: with -H user@host to hosts over SSH, else to this machine (the local target) -------
 
 def print_step(step: Step, mark: str = "") -> None:
+    """A step's line, as it ends. The work goes on when nobody reads the lines any more
+    (`modelhost deploy | head`): a deploy is not stopped between its steps by that."""
     outcome = "failed" if step.failed else "changed" if step.changed else "unchanged"
-    print(f"{mark}  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
+    try:
+        print(f"{mark}  {step.name:<16}{outcome:<11}{step.seconds:6.1f} s   {step.detail}", flush=True)
+    except BrokenPipeError:
+        fleet.drop_output()
 
 
 def load_settings(c, settings_file: str | None):
@@ -176,14 +181,20 @@ def resolved(c, name: str) -> str:
             from None
 
 
+FLEET_RELEASE_TIME = "modelhost_fleet_release_time"  # in the task's Fabric config, set by on_fleet
+
+
 def target_context(c, settings_file: str | None, quiet: bool = False) -> context.Context:
     """The app of deploy.toml on the target: the host of -H (as root, through sudo when the SSH
     user is not root), or this machine. Steps are printed as they end, unless quiet."""
     settings = load_settings(c, settings_file)
     report = (lambda step: None) if quiet else print_step
     if remote(c):
-        return context.Context(Target(c, root=True), settings, system_layout(settings), report=report)
-    return context.Context(Target(c), settings, local_layout(settings), report=report)
+        d = context.Context(Target(c, root=True), settings, system_layout(settings), report=report)
+    else:
+        d = context.Context(Target(c), settings, local_layout(settings), report=report)
+    d.release_time = c.config.get(FLEET_RELEASE_TIME)
+    return d
 
 
 def where(d: context.Context) -> str:
@@ -196,13 +207,17 @@ def summary(d: context.Context, started: float) -> str:
 
 
 def task_errors(function):
-    """Runs a task body; a deploy library error ends it with its message and exit status 1."""
+    """Runs a task body; a deploy library error ends it with its message and exit status 1, a reader
+    of its output that went away (`| head`) quietly with 141, as SIGPIPE ends other commands."""
     @functools.wraps(function)
     def run(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except ERRORS as exc:
             raise Exit(f"error: {exc}", code=1) from None
+        except BrokenPipeError:
+            fleet.drop_output()
+            raise Exit(code=fleet.OUTPUT_GONE) from None
     return run
 
 
@@ -225,6 +240,13 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
     def decorate(body):
         @functools.wraps(body)
         def run(c, *args, **kwargs):
+            try:
+                return on_hosts(c, *args, **kwargs)
+            except BrokenPipeError:  # the task's own lines, before the hosts start or after they ended
+                fleet.drop_output()
+                raise Exit(code=fleet.OUTPUT_GONE) from None
+
+        def on_hosts(c, *args, **kwargs):
             hosts = fleet_hosts(c, kwargs.get("settings"))
             if not hosts:
                 return body(c, *args, **kwargs)
@@ -243,6 +265,9 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
                 done = {o.host: o for o in fleet.run(list(hosts), lambda host: with_connection(
                     c, host, unchanged_on, *args, **kwargs) or "to do", at_once=True) if o.result != "to do"}
             left = [host for host in hosts if host not in done or done[host].failed]
+            # The hosts name a release they make alike (its time is the task's start), so one id says
+            # what runs where and `rollback --to` names it on every host.
+            c.config[FLEET_RELEASE_TIME] = context.release_time()
             if not left:
                 outcomes = []
             elif at_once:
@@ -530,7 +555,8 @@ def expose(c, settings=None, stop=False, break_lock=False):
           f"(127.0.0.1:{port} there): {summary(d, started)}")
 
 
-@task(help={"settings": SETTINGS_HELP, "to": "the release to go back to (default: the one before the live one)",
+@task(help={"settings": SETTINGS_HELP,
+            "to": "the release to go back to: its id, or its git commit (default: the one before the live one)",
             "break_lock": BREAK_LOCK_HELP})
 @on_fleet(at_once=False)
 @task_errors
@@ -553,37 +579,35 @@ def status(c, settings=None):
     power, temperature, storage, swap)."""
     d = target_context(c, settings)
     s = deployment.status(d)
-    width = max(len(name) for name in [p.name for p in s.programs] + [n for n, _ in s.processes]) + 2
-    print(f"{d.settings.app.name} on {s.target}: {s.url}")
+    rows: list[tuple[str, str]] = []  # (label, what it says), printed in two columns
     if s.manager:
-        print(f"  {s.manager:<{width}}{'pid ' + str(s.manager_pid) if s.manager_pid else 'not running'}"
-              + (f": it died, and what it ran still runs ({', '.join(map(str, s.leftovers))}); fab deploy or "
-                 "rollback stops that and starts it again, fab stop stops it" if s.leftovers else ""))
+        rows.append((s.manager, ('pid ' + str(s.manager_pid) if s.manager_pid else 'not running')
+                     + (f": it died, and what it ran still runs ({', '.join(map(str, s.leftovers))}); fab deploy or "
+                        "rollback stops that and starts it again, fab stop stops it" if s.leftovers else "")))
     for program in s.programs:
         live = " (live)" if program.color == s.live else ""
         pid = f"pid {program.pid}, up {program.uptime}" if program.pid else ""
-        print(f"  {program.name:<{width}}{program.state:<9}{pid:<24}release {program.release or '-'}{live}")
-    for name, text in s.processes:
-        print(f"  {name:<{width}}{text}")
+        rows.append((program.name, f"{program.state:<9}{pid:<24}release {program.release or '-'}{live}"))
+    rows += s.processes
     if s.release:
-        print(f"  {'release':<{width}}{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
-              f"{s.release.workers} workers ({s.release.explanation})")
-    print(f"  {'ready':<{width}}{s.ready + f'  (GET {s.health})' if s.ready else 'no live program'}")
+        rows.append(("release", f"{s.release.id}: revision {s.release.revision}, model {s.release.model_version}, "
+                                f"{s.release.workers} workers ({s.release.explanation})"))
+    rows.append(("ready", s.ready + f"  (GET {s.health})" if s.ready else "no live program"))
     if s.memory:
-        print(f"  {'memory':<{width}}{s.memory}")
-    print(f"  {'nginx':<{width}}{'pid ' + str(s.nginx) if s.nginx else 'not running'}"
-          + (f"; {s.health} through nginx: {s.through_nginx}" if s.nginx else ""))
-    if s.certificate:
-        print(f"  {'certificate':<{width}}{s.certificate}")
-    if s.tunnel:
-        print(f"  {'tunnel':<{width}}{s.tunnel}")
-    for job in s.jobs:
-        print(f"  {job.name:<{width}}{job.schedule}  last {job.last or 'none yet'}"
-              + (f"; running {job.running}" if job.running else "") + f"; next {job.next}")
+        rows.append(("memory", s.memory))
+    rows.append(("nginx", f"pid {s.nginx}; {s.health} through nginx: {s.through_nginx}" if s.nginx
+                 else "not running"))
+    for label, text in (("certificate", s.certificate), ("tunnel", s.tunnel)):
+        if text:
+            rows.append((label, text))
+    rows += [(job.name, f"{job.schedule}  last {job.last or 'none yet'}"
+              + (f"; running {job.running}" if job.running else "") + f"; next {job.next}") for job in s.jobs]
     if s.firewall:
-        print(f"  {'firewall':<{width}}{s.firewall}")
-    print(f"  {'host':<{width}}{d.facts.describe()}")
-    for label, text in health_lines(d.facts.health):
+        rows.append(("firewall", s.firewall))
+    rows += [("host", d.facts.describe()), *health_lines(d.facts.health)]
+    print(f"{d.settings.app.name} on {s.target}: {s.url}")
+    width = max(len(label) for label, _ in rows) + 2
+    for label, text in rows:
         print(f"  {label:<{width}}{text}")
     return {"release": s.release.id if s.release else "none",
             "ready": (s.ready or "no live program")[:40],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import fab
+from tests.servers import fab, free_port
 
 def test_fab_list_shows_every_task_with_its_help():
     result = fab("--list")
@@ -59,3 +59,18 @@ def test_the_modelhost_command_has_the_kits_tasks_and_init_never_replaces_a_depl
     again = subprocess.run([str(command), "init"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "init never replaces it" in again.stderr
     assert (tmp_path / "deploy.toml").read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize("task", ["status", "releases", "logs"])
+def test_a_task_whose_output_nobody_reads_any_more_ends_quietly(tmp_path, task):
+    """`modelhost status | head`: once the reader is gone, no traceback, and SIGPIPE's exit status (141)."""
+    (tmp_path / "deploy.toml").write_text(f'[app]\nname = "piped"\nwsgi = "app:app"\n'
+                                          f'[local]\nroot = "{tmp_path / "root"}"\nport = {free_port()}\n')
+    read, write = os.pipe()
+    os.close(read)  # a reader that has gone away
+    try:
+        result = subprocess.run([str(Path(sys.executable).parent / "modelhost"), task], cwd=tmp_path, stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == "", result.stderr

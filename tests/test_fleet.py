@@ -4,8 +4,9 @@ listens on every address as on a real server, and this machine reaches them as a
 
 provision runs on all three at once (their lines interleave, each marked with its host); deploy goes
 one host at a time and stops at the first host that fails, leaving the rest on what they ran, and
-says at the end what each host runs; status and releases run at once; a task that acts on one host
-(run) refuses a fleet. The app is a one-page Flask app, so a deploy takes seconds.
+says at the end what each host runs, the hosts of one run naming their release alike; a rollback
+to a commit finds its release on every host; status and releases run at once; a task that acts on
+one host (run) refuses a fleet. The app is a one-page Flask app, so a deploy takes seconds.
 """
 from __future__ import annotations
 
@@ -100,8 +101,8 @@ def test_a_fleet_is_provisioned_at_once_and_deployed_one_host_at_a_time(fleet):
 
     out = fleet.fab("deploy").stdout
     assert "deploy: 3 of 3 hosts ok" in out, out
-    one = {name: re.search(r"\d{8}T\d{6}-(\w+) live$", text)[1] for name, text in summary(out).items()}
-    assert len(set(one.values())) == 1, out  # the same revision everywhere
+    one = {name: re.search(r"(\d{8}T\d{6}-\w+) live$", text)[1] for name, text in summary(out).items()}
+    assert len(set(one.values())) == 1, out  # the same release id everywhere
     assert fleet.serves() == {name: (200, "one\n") for name in NAMES}
     # One at a time: fleet2 begins after fleet1 has ended.
     lines = out.splitlines()
@@ -157,6 +158,15 @@ def test_a_deploy_stops_at_the_first_host_that_fails_and_says_what_each_host_run
     assert fleet.serves() == {name: (200, "three\n") for name in NAMES}
 
 
+def test_a_rollback_to_a_commit_finds_its_release_on_every_host(fleet):
+    first = git(fleet.repo, "rev-list", "--max-parents=0", "HEAD").strip()  # "one", made by the first deploy
+    result = fleet.fab("rollback", "--to", first)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ids = {name: re.search(r"(\S+) live again$", text)[1] for name, text in summary(result.stdout).items()}
+    assert len(set(ids.values())) == 1 and next(iter(ids.values())).endswith(f"-{first[:7]}"), result.stdout
+    assert fleet.serves() == {name: (200, "one\n") for name in NAMES}
+
+
 def test_status_and_releases_run_at_once_and_a_one_host_task_refuses_a_fleet(fleet):
     result = fleet.fab("status")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -165,6 +175,7 @@ def test_status_and_releases_run_at_once_and_a_one_host_task_refuses_a_fleet(fle
     # One table: a row per host.
     rows = status_table(result.stdout)
     assert [row["host"] for row in rows] == list(NAMES), result.stdout
+    assert len({row["release"] for row in rows}) == 1, result.stdout  # the same release everywhere
     for row in rows:
         assert re.fullmatch(r"\d{8}T\d{6}-\w+", row["release"]) and row["ready"].startswith("200 "), result.stdout
         assert row["workers"].isdigit() and re.fullmatch(r"[\d.]+ of \d+ cores", row["load"]), result.stdout

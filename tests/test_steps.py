@@ -4,6 +4,8 @@ The real end-to-end runs are in test_deploy.py (this machine) and test_remote.py
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 
 import pytest
 
@@ -256,9 +258,33 @@ def test_a_rollback_without_an_earlier_live_release_says_so(fake):
     live_on_blue(ctx, target, IDS[1])
     with pytest.raises(DeployError, match=f"nothing to roll back to on fake: no release older than {IDS[1]}"):
         deployment.rollback_target(ctx, None)
-    with pytest.raises(DeployError, match="no release nope on fake; fab releases lists them"):
+    with pytest.raises(DeployError, match=r"no release nope on fake \(neither a release id nor the git revision of "
+                                          r"one\); fab releases lists them"):
         deployment.rollback_target(ctx, "nope")
     assert deployment.rollback_target(ctx, IDS[0]).id == IDS[0]
+
+
+@pytest.mark.parametrize("to, expected", [
+    ("20261202T000000-9f8e7d6", "20261202T000000-9f8e7d6"),  # its id
+    ("9f8e7d6", "20261204T000000-9f8e7d6"),  # its revision: the newest release of it
+    ("9f8e", "20261204T000000-9f8e7d6"),  # a shorter prefix of the commit
+    ("9F8E7D6C5B4A39281706F5E4D3C2B1A0F9E8D7C6", "20261204T000000-9f8e7d6"),  # the whole commit hash
+    ("1a2b3c4+dirty", "20261205T000000-1a2b3c4+dirty"),  # a build of uncommitted changes, named whole
+    ("1a2b3c4", "20261203T000000-1a2b3c4"),  # the commit itself, not the uncommitted changes on it
+    ("9f8", None),  # too short to name a commit
+    ("0000000", None),
+])
+def test_a_rollback_names_a_release_by_its_id_or_its_git_revision(fake, to, expected):
+    """Each host of a fleet names its releases after its own deploy's time: the revision names them alike."""
+    ctx, target = fake
+    made = [replace(release(f"2026120{day}T000000-{revision}"), revision=revision) for day, revision in
+            [(2, "9f8e7d6"), (3, "1a2b3c4"), (4, "9f8e7d6"), (5, "1a2b3c4+dirty")]]
+    target.answer(r"^sh -c 'for r in", "".join(json.dumps(vars(r)) + "\n" for r in made))
+    if expected:
+        assert deployment.rollback_target(ctx, to).id == expected
+    else:
+        with pytest.raises(DeployError, match=f"no release {re.escape(to)} on fake"):
+            deployment.rollback_target(ctx, to)
 
 
 def test_prune_removes_releases_environments_and_models_no_kept_release_uses(fake):
