@@ -67,6 +67,7 @@ class Discovery:
     unpinned: tuple[str, ...] = ()
     static_dir: str = ""  # [nginx] static_dir; "" when there is no static folder
     instance_path: str = "instance"  # [app] instance_path
+    pythonpath: tuple[str, ...] = ()  # [app] pythonpath: ("src",) for a src layout
     instance_used: str = ""  # where the code uses its instance folder; "" when nowhere
     models: tuple[ModelFile, ...] = ()
     model_path: str = ""  # [model] path proposed: models git does not track
@@ -126,7 +127,7 @@ def discover(checkout: Path, tracked: set[str] | None = None) -> Discovery:
                      "(git init && git add -A && git commit -m 'first')")
     return Discovery(
         checkout=checkout, name=app_name(checkout.resolve().name), name_from=checkout.resolve().name,
-        wsgi=wsgi, wsgi_found=entry.how if entry and not src else "",
+        wsgi=wsgi, wsgi_found=entry.how if entry else "", pythonpath=("src",) if src else (),
         requirements=requirements, unpinned=unpinned, static_dir=static,
         instance_path=instance_path, instance_used=instance_use(modules), models=models, model_path=model_path,
         health_path=health_path, health_found=health_found, secrets=secrets, secrets_found=secrets_found,
@@ -206,10 +207,6 @@ def choose_entry(entries: list[Entry], notes: list[str]) -> Entry | None:
     entry = min(entries, key=lambda e: e.rank)
     if entry.problem:
         notes.append(f"check: {entry.problem}")
-    if in_src_layout(entry):
-        notes.append(f"guessed: wsgi {entry.wsgi} from {entry.how}, a src layout: modelhost runs gunicorn from the "
-                     "checkout top, where src/ is not on the path; move the package to the top, or add a top-level "
-                     "wsgi.py that puts src/ on sys.path and imports the app, and set [app] wsgi to it")
     return entry
 
 
@@ -238,7 +235,8 @@ def procfile_entries(checkout: Path, modules: list[Module], notes: list[str]) ->
         return []
     for option in ("--chdir", "--pythonpath"):
         if option in options:
-            notes.append(f"check: the Procfile runs gunicorn with {option}; modelhost runs it from the checkout top")
+            notes.append(f"check: the Procfile runs gunicorn with {option}; modelhost runs it from the checkout top "
+                         "([app] pythonpath puts directories of it on the app's path)")
     if not passes(WSGI, argument):
         notes.append(f"check: the Procfile runs gunicorn {argument}, which [app] wsgi cannot hold (module:name or "
                      "module:factory() without arguments): add a wsgi.py with `app = <the call>` and set "
@@ -681,6 +679,8 @@ def deploy_toml(d: Discovery) -> str:
         f"name = {toml_value(d.name)}",
         f"# What gunicorn serves: {d.wsgi_found or 'CHECK, a guess'}.",
         f"wsgi = {toml_value(d.wsgi)}",
+        *([f"# A src layout: {', '.join(p + '/' for p in d.pythonpath)} first on the app's Python path.",
+           f"pythonpath = {toml_value(list(d.pythonpath))}"] if d.pythonpath else []),
         "# Secrets are named here, never given: their values live in an env file on the host (mode 0600).",
     ]
     if "FLASK_SECRET_KEY" in d.secrets:
@@ -734,6 +734,9 @@ def report(d: Discovery) -> list[str]:
              else f"guessed: name {toml_value(d.name)} from the directory {d.name_from!r}"]
     if d.wsgi_found:
         lines.append(f"found: wsgi {toml_value(d.wsgi)}: {d.wsgi_found}")
+    if d.pythonpath:
+        lines.append(f"found: a src layout: [app] pythonpath = {toml_value(list(d.pythonpath))} puts it on the app's "
+                     "path (gunicorn, processes, jobs and commands run from the checkout top)")
     if d.requirements:
         lines.append(f"found: dependencies in {d.requirements}; modelhost adds gunicorn if they lack it")
     if d.static_dir:

@@ -145,9 +145,11 @@ def process_environment(app: App, release: Path) -> dict:
     or one release's own directory for `run`); the app's own [app] env is in gunicorn.conf.py."""
     kit = release / KIT_DIR
     model = app.settings.model
+    pythonpath = ":".join(str(release / path) for path in app.settings.app.pythonpath)
     return {
         "HOME": str(app.layout.home),
         "PATH": f"{kit}/venv/bin:/usr/local/bin:/usr/bin:/bin",
+        **({"PYTHONPATH": pythonpath} if pythonpath else {}),
         # The app's persistent data: kept outside the releases, the same for every one of them.
         "DATA_DIR": str(app.layout.data_dir),
         **({model.env: str(model_path(kit, model.path))} if model.path else {}),

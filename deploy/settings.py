@@ -232,6 +232,8 @@ class Setting:
 SETTINGS = [
     Setting("app.name", "modelhost", "The app's name: program, unit, socket and directory names come from it.", NAME),
     Setting("app.wsgi", "app:create_app()", "The WSGI entry point gunicorn serves.", WSGI),
+    Setting("app.pythonpath", (), 'Directories of the release put first on the app\'s Python path (PYTHONPATH) for '
+            'gunicorn, processes, jobs and commands: ["src"] for a src layout.', list_of(RELATIVE)),
     Setting("app.env", {}, "Environment for the app (FLASK_* settings; see Configuration). Not for secrets.",
             env_table()),
     Setting("app.secrets", ("FLASK_SECRET_KEY",),

@@ -173,7 +173,7 @@ def test_a_module_factory_with_pyproject_dependencies_and_its_own_model_in_git(t
     assert says(found, "pip-compile pyproject.toml -o requirements.lock")
 
 
-def test_a_src_layout_is_reported_as_a_guess_with_valid_settings(tmp_path):
+def test_a_src_layout_is_put_on_the_apps_path(tmp_path):
     checkout = write(tmp_path / "srcapp", {
         "src/myapp/__init__.py": "from .factory import create_app\n",
         "src/myapp/factory.py": "from flask import Flask\ndef create_app():\n    return Flask(__name__)\n",
@@ -181,11 +181,11 @@ def test_a_src_layout_is_reported_as_a_guess_with_valid_settings(tmp_path):
         "requirements.lock": "flask==3.1.3\n",
     })
     found = discover(checkout, None)
-    assert found.wsgi == "myapp:create_app()" and found.wsgi_found == ""
+    assert found.wsgi == "myapp:create_app()" and found.wsgi_found == "create_app() imported in src/myapp/__init__.py"
     assert found.instance_path == "src/instance" and found.static_dir == "src/myapp/static"
     settings, text = checked(found)
-    assert settings.app.instance_path == "src/instance" and "CHECK, a guess" in text
-    assert says(found, "guessed: wsgi myapp:create_app()", "src layout", "wsgi.py")
+    assert settings.app.instance_path == "src/instance" and settings.app.pythonpath == ("src",)
+    assert says(found, 'found: a src layout: [app] pythonpath = ["src"]')
     assert says(found, "check:", "is not a git checkout")
 
 

@@ -5,6 +5,7 @@ then `modelhost deploy`, which must work the first time. The apps are in tests/a
     notes     an app factory in a package, SQLite in Flask's instance folder, an init-db command
     iris      one app.py, a pickled scikit-learn model (not in git), unpinned requirements.txt, a Procfile
     lexicon   its own model/ folder in git, pyproject.toml dependencies, no health route
+    wordtally a src layout (src/wordtally/, `pip install -e .` in its README), SQLite in src/instance
 
 For each, on this machine and on the systemd test host: data written through the app survives a
 redeploy, a rollback and enough deploys for prune to remove releases. Also: a health path that
@@ -65,6 +66,7 @@ class Sample:
     holds: Callable[[Http, str], bool]
     prepare: Callable[[Path], None] = lambda checkout: None
     guessed: list[str] = field(default_factory=list)  # what init must have found
+    instance: str = "instance"  # Flask's instance folder in a release
 
 
 def notes_write(site: Http, marker: str) -> None:
@@ -101,6 +103,16 @@ def lexicon_hold(site: Http, marker: str) -> bool:
     return status == 200 and marker in json.dumps(answer)
 
 
+def wordtally_write(site: Http, marker: str) -> None:
+    assert site.call("POST", "/api/texts", {"text": f"the {marker} and the {marker}"}) == (
+        201, {"id": 1, "top": [[marker, 2]]})
+
+
+def wordtally_hold(site: Http, marker: str) -> bool:
+    status, answer = site.call("GET", "/api/texts")
+    return status == 200 and answer["words"].get(marker) == 2
+
+
 SAMPLE_APPS = {
     "notes": Sample("notes", {"deploy": ['release_command = "flask --app notes init-db"']}, notes_write, notes_hold,
                     guessed=['wsgi = "notes:create_app()"', 'health_path = "/healthz"', 'static_dir = "notes/static"',
@@ -108,6 +120,9 @@ SAMPLE_APPS = {
     "iris": Sample("iris", {"app": ['shared_paths = ["uploads"]']}, iris_write, iris_hold, iris_train,
                    guessed=['wsgi = "app:app"', 'path = "model.pkl"', '# shared_paths = ["uploads"]']),
     "lexicon": Sample("lexicon", {}, lexicon_write, lexicon_hold, guessed=['wsgi = "service:create_app()"']),
+    "wordtally": Sample("wordtally", {}, wordtally_write, wordtally_hold, instance="src/instance",
+                        guessed=['wsgi = "wordtally:create_app()"', 'pythonpath = ["src"]',
+                                 'instance_path = "src/instance"', 'health_path = "/healthz"']),
 }
 
 
@@ -232,8 +247,8 @@ def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_this_mach
     persists_through_redeploy_rollback_and_prune(sample, checkout, Http(port), lambda *a: modelhost(checkout, *a),
                                                  lambda: release_dirs(releases))
     data = base / "root" / name / "data"
-    assert (data / "instance").is_dir()
-    assert all((releases / r / "instance").is_symlink() for r in release_dirs(releases))
+    assert (data / sample.instance).is_dir()
+    assert all((releases / r / sample.instance).is_symlink() for r in release_dirs(releases))
 
 
 def test_release_commands_health_paths_and_run_fail_safely_and_say_why(local):
