@@ -77,6 +77,7 @@ class Discovery:
     secrets_found: str = ""  # what reads them
     release_commands: tuple[str, ...] = ()  # candidates, written commented
     data_dirs: tuple[str, ...] = ()  # .gitignore entries that look like run-time data, written commented
+    data_files: tuple[str, ...] = ()  # [app] shared_files: database files .gitignore lists
     processes: tuple[tuple[str, str], ...] = ()  # [app.processes]: the Procfile's other lines (name, command)
     notes: list[str] = field(default_factory=list)  # "guessed: ..." and "check: ..." lines
 
@@ -117,6 +118,7 @@ def discover(checkout: Path, tracked: set[str] | None = None) -> Discovery:
     model_path = proposed_model_path(models, files, tracked, notes)
     requirements, unpinned = dependency_file(checkout, notes)
     static = static_dir(checkout, *flask_call_for(entry, modules), notes)
+    data_dirs, data_files = gitignored_data(checkout, (instance_path, model_path), notes)
     health_path, health_found = health_route(modules, notes)
     secrets, secrets_found = secret_names(modules, notes)
     if static and tracked is not None and not any(p.startswith(static + "/") for p in tracked):
@@ -132,7 +134,7 @@ def discover(checkout: Path, tracked: set[str] | None = None) -> Discovery:
         instance_path=instance_path, instance_used=instance_use(modules), models=models, model_path=model_path,
         health_path=health_path, health_found=health_found, secrets=secrets, secrets_found=secrets_found,
         release_commands=release_commands(modules, wsgi, files, checkout, notes),
-        data_dirs=gitignored_data_dirs(checkout, (instance_path, model_path), notes),
+        data_dirs=data_dirs, data_files=data_files,
         processes=procfile_processes(checkout, notes), notes=notes)
 
 
@@ -642,28 +644,30 @@ def click_name(function: str) -> str:
 
 # ---- run-time data -----------------------------------------------------------------------------
 
-def gitignored_data_dirs(checkout: Path, kept: tuple[str, ...], notes: list[str]) -> tuple[str, ...]:
-    """Directories in .gitignore that look like data the app writes (uploads, data, ...), not already kept."""
+def gitignored_data(checkout: Path, kept: tuple[str, ...], notes: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What .gitignore lists that looks like data the app writes, not already kept: (directories:
+    uploads, data, ...; database files: app.db, ...)."""
     gitignore = checkout / ".gitignore"
     if not gitignore.is_file():
-        return ()
-    found = []
+        return (), ()
+    dirs, files = [], []
     for line in gitignore.read_text(encoding="utf-8", errors="replace").splitlines():
         entry = line.strip()
         if not entry or entry.startswith(("#", "!")):
             continue
-        if DATABASE_FILE.fullmatch(entry.lstrip("/")):
-            notes.append(f"check: .gitignore lists {entry}: a database file in the release directory starts anew "
-                         "with each release; keep it in the instance folder (kept across releases)")
-            continue
-        path = re.sub(r"(/\*\*?)?/?$", "", entry.removeprefix("**/").lstrip("/"))
-        if (re.search(r"[*?\[\\]", path) or posixpath.basename(path).lower() not in DATA_DIR_NAMES
-                or not passes(RELATIVE, path) or path.split("/")[0] == KIT_DIR):
-            continue
+        database = DATABASE_FILE.fullmatch(entry.lstrip("/")) is not None
+        path = entry.lstrip("/") if database else re.sub(r"(/\*\*?)?/?$", "", entry.removeprefix("**/").lstrip("/"))
         if any(k and (path == k or path.startswith(k + "/") or k.startswith(path + "/")) for k in kept):
             continue
-        found.append(path)
-    return tuple(dict.fromkeys(found))
+        if database and (re.search(r"[*?\[\\]", path) or not passes(RELATIVE, path)):
+            notes.append(f"check: .gitignore lists {entry}: a database file in the release directory starts anew "
+                         "with each release; name it in [app] shared_files, or keep it in the instance folder")
+        elif database:
+            files.append(path)
+        elif (not re.search(r"[*?\[\\]", path) and posixpath.basename(path).lower() in DATA_DIR_NAMES
+              and passes(RELATIVE, path) and path.split("/")[0] != KIT_DIR):
+            dirs.append(path)
+    return tuple(dict.fromkeys(dirs)), tuple(dict.fromkeys(files))
 
 
 # ---- what init writes and says -----------------------------------------------------------------
@@ -690,6 +694,10 @@ def deploy_toml(d: Discovery) -> str:
     lines += [f"# The dependency file: \"\" takes the first of {', '.join(FILES)} ({now}).", 'requirements = ""']
     if d.instance_path != "instance":
         lines += ["# Flask's instance folder, kept across releases.", f"instance_path = {toml_value(d.instance_path)}"]
+    if d.data_files:
+        lines += ["# .gitignore lists these database files: the app writes them in its release directory, so they",
+                  "# are kept in the data directory instead, the same for every release.",
+                  f"shared_files = {toml_value(list(d.data_files))}"]
     if d.data_dirs:
         lines += ["# .gitignore lists these, which look like data the app writes: uncomment if it does, so they are",
                   "# kept across releases (a release directory starts with only what git tracks).",
@@ -772,6 +780,9 @@ def report(d: Discovery) -> list[str]:
     for command in d.release_commands:
         lines.append(f"check: release_command = {toml_value(command)} is written commented: uncomment it if it is "
                      "safe to run again at every deploy")
+    if d.data_files:
+        lines.append(f"guessed: .gitignore lists {', '.join(d.data_files)}: databases the app writes beside its code, "
+                     "kept across releases ([app] shared_files)")
     if d.data_dirs:
         lines.append(f"check: .gitignore lists {', '.join(d.data_dirs)}: if the app writes there, uncomment "
                      "shared_paths in deploy.toml so the files are kept across releases")

@@ -250,16 +250,20 @@ def model_in_checkout(source: Source, model: Model) -> str | None:
 
 
 def keep_data(ctx: Context, release_dir: Path) -> list[str]:
-    """The release's instance folder and shared paths are links into the data directory; what is not
-    there yet starts as the release ships it (or, for an app deployed before the kit kept its data,
-    as the live release has it)."""
-    paths = tuple(p.strip("/") for p in (ctx.settings.app.instance_path, *ctx.settings.app.shared_paths) if p)
-    if not paths:
+    """The release's instance folder, shared paths and shared files are links into the data directory;
+    what is not there yet starts as the release ships it (or, for an app deployed before the kit kept
+    its data, as the live release has it)."""
+    app = ctx.settings.app
+    paths = tuple(p.strip("/") for p in (app.instance_path, *app.shared_paths) if p)
+    files = tuple(p.strip("/") for p in app.shared_files)
+    if not paths and not files:
         return []
     live = state.pointers(ctx).live_release
     seed = ctx.layout.releases / live if live else None
-    output = ctx.run(commands.keep_paths(release_dir, ctx.layout.data_dir, paths, ctx.layout.secrets_owner,
-                                         seed)).stdout
+    output = ""
+    for keep, kept in ((commands.keep_paths, paths), (commands.keep_files, files)):
+        if kept:
+            output += ctx.run(keep(release_dir, ctx.layout.data_dir, kept, ctx.layout.secrets_owner, seed)).stdout
     return [line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("made ")]
 
 

@@ -258,6 +258,8 @@ SETTINGS = [
             'release ("" for none).', OPTIONAL_RELATIVE),
     Setting("app.shared_paths", (), "More directories of the release the app writes to, relative to it: kept in "
             "the data directory, the same for every release.", list_of(RELATIVE)),
+    Setting("app.shared_files", (), 'Files of the release the app writes, relative to it (a SQLite database beside '
+            'its code, "app.db"): kept in the data directory, the same for every release.', list_of(RELATIVE)),
     Setting("python.extra_index_urls", (),
             "More package indexes for pip on the target, beside the host's own pip configuration (Raspberry Pi OS's "
             "/etc/pip.conf names piwheels).",
@@ -474,16 +476,17 @@ def cross_checks(values: dict) -> list[str]:
         problems.append(f"[nginx] client_max_body_size = {toml_value(body)}: must be at least the app's "
                         f"FLASK_MAX_CONTENT_LENGTH ({app_limit} bytes), or nginx answers 413 with HTML "
                         "before the app can answer with JSON")
-    kept = [p.strip("/") for p in (values["app.instance_path"], *values["app.shared_paths"]) if p]
+    kept = [p.strip("/") for p in (values["app.instance_path"], *values["app.shared_paths"],
+                                   *values["app.shared_files"]) if p]
     for path in kept:
         if path.split("/")[0] == KIT_DIR:
-            problems.append(f"{path!r} in [app] instance_path or shared_paths: {KIT_DIR}/ is modelhost's own place "
-                            "in a release")
+            problems.append(f"{path!r} in [app] instance_path, shared_paths or shared_files: {KIT_DIR}/ is "
+                            "modelhost's own place in a release")
         inside = [other for other in kept if other != path and other.startswith(path + "/")]
         if inside or kept.count(path) > 1:
-            problems.append(f"[app] instance_path and shared_paths name {path!r} "
+            problems.append(f"[app] instance_path, shared_paths and shared_files name {path!r} "
                             f"{'more than once' if not inside else 'and ' + repr(inside[0]) + ', inside it'}: "
-                            "list each kept directory once")
+                            "list each kept path once")
             break
     if bool(values["expose.relay"]) != bool(values["expose.domain"]):
         given, missing = ("relay", "domain") if values["expose.relay"] else ("domain", "relay")

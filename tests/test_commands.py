@@ -3,6 +3,7 @@ file writes."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -151,6 +152,44 @@ def test_a_kept_path_that_is_a_file_in_the_release_is_refused(tmp_path):
     result = subprocess.run(commands.keep_paths(tmp_path / "release", tmp_path / "data", ("uploads",), None),
                             capture_output=True, text=True)
     assert result.returncode == 1 and "uploads is a file in the release, not a directory" in result.stderr
+
+
+def test_kept_files_become_links_into_the_data_directory_and_sqlite_writes_through_them(tmp_path):
+    data, old, new = tmp_path / "data", tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    sqlite3.connect(old / "app.db").execute("CREATE TABLE users (name)").connection.commit()  # written in a release
+    (new / "db").mkdir(parents=True)
+    (new / "db" / "seed.sqlite").write_text("shipped by git")
+
+    def keep(release: Path, seed: Path | None = None) -> str:
+        return subprocess.run(commands.keep_files(release, data, ("app.db", "db/seed.sqlite", "var/new.db"), None,
+                                                  seed), check=True, capture_output=True, text=True).stdout
+
+    assert keep(new, seed=old).splitlines() == ["made app.db", "made db/seed.sqlite"]  # var/new.db: the app makes it
+    for path in ("app.db", "db/seed.sqlite", "var/new.db"):
+        assert (new / path).is_symlink() and (new / path).resolve() == data / path
+    db = sqlite3.connect(new / "app.db")  # the live release's data, first
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("INSERT INTO users VALUES ('ada')")
+    db.commit()
+    assert (data / "app.db-wal").is_file() and not (new / "app.db-wal").exists()  # its journal beside the file
+    db.close()
+    with sqlite3.connect(new / "var" / "new.db") as made:  # made through a link to nothing yet
+        made.execute("CREATE TABLE t (x)")
+    assert (data / "var" / "new.db").is_file()
+    later = tmp_path / "later"
+    (later / "db").mkdir(parents=True)
+    (later / "db" / "seed.sqlite").write_text("shipped by git, again")
+    assert keep(later) == ""  # nothing copied: everything is there
+    assert sqlite3.connect(later / "app.db").execute("SELECT name FROM users").fetchall() == [("ada",)]
+    assert (data / "db" / "seed.sqlite").read_text() == "shipped by git"
+
+
+def test_a_kept_file_that_is_a_directory_in_the_release_is_refused(tmp_path):
+    (tmp_path / "release" / "app.db").mkdir(parents=True)
+    result = subprocess.run(commands.keep_files(tmp_path / "release", tmp_path / "data", ("app.db",), None),
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "app.db is a directory in the release, not a file" in result.stderr
 
 
 def test_the_releases_listing_reads_each_release_json_where_its_kit_put_it(tmp_path):

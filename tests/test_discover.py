@@ -339,17 +339,22 @@ def test_a_factory_with_another_name_is_quoted_for_flask_app(tmp_path):
     assert d.release_commands([module], "m:build()", [], tmp_path, []) == ("flask --app 'm:build()' init-db",)
 
 
-@pytest.mark.parametrize("gitignore, dirs", [
-    ("uploads/\n", ("uploads",)),
-    ("/data/*\nmedia/**\n**/storage\n", ("data", "media", "storage")),
-    ("static/uploads/\n", ("static/uploads",)),
-    (".venv/\nvenv\nbuild/\n__pycache__/\n.cache/\nnode_modules/\n*.log\n", ()),
-    ("# uploads\n!data/\ndata/*.csv\n", ()),
-    ("instance/\ninstance/uploads/\nmodels/data\n", ()),  # kept already, or holding the model
+@pytest.mark.parametrize("gitignore, dirs, files", [
+    ("uploads/\n", ("uploads",), ()),
+    ("/data/*\nmedia/**\n**/storage\n", ("data", "media", "storage"), ()),
+    ("static/uploads/\n", ("static/uploads",), ()),
+    (".venv/\nvenv\nbuild/\n__pycache__/\n.cache/\nnode_modules/\n*.log\n", (), ()),
+    ("# uploads\n!data/\ndata/*.csv\n", (), ()),
+    ("instance/\ninstance/uploads/\nmodels/data\ninstance/app.db\n", (), ()),  # kept already, or the model's
+    ("app.db\n/db/site.sqlite3\n*.sqlite\n", (), ("app.db", "db/site.sqlite3")),  # a glob names no file: a note
 ])
-def test_gitignored_directories_that_look_like_run_time_data(tmp_path, gitignore, dirs):
+def test_gitignored_directories_and_databases_that_look_like_run_time_data(tmp_path, gitignore, dirs, files):
     write(tmp_path, {".gitignore": gitignore})
-    assert d.gitignored_data_dirs(tmp_path, ("instance", "models/data/m.pkl"), []) == dirs
+    notes: list[str] = []
+    assert d.gitignored_data(tmp_path, ("instance", "models/data/m.pkl"), notes) == (dirs, files)
+    assert notes == (["check: .gitignore lists *.sqlite: a database file in the release directory starts anew with "
+                      "each release; name it in [app] shared_files, or keep it in the instance folder"]
+                     if "*.sqlite" in gitignore else [])
 
 
 @pytest.mark.parametrize("source, secrets, found", [

@@ -5,7 +5,7 @@ then `modelhost deploy`, which must work the first time. The apps are in tests/a
     notes     an app factory in a package, SQLite in Flask's instance folder, an init-db command
     iris      one app.py, a pickled scikit-learn model (not in git), unpinned requirements.txt, a Procfile
     lexicon   its own model/ folder in git, pyproject.toml dependencies, no health route
-    wordtally a src layout (src/wordtally/, `pip install -e .` in its README), SQLite in src/instance
+    wordtally a src layout (src/wordtally/, `pip install -e .` in its README), SQLite beside its code
 
 For each, on this machine and on the systemd test host: data written through the app survives a
 redeploy, a rollback and enough deploys for prune to remove releases. Also: a health path that
@@ -67,6 +67,7 @@ class Sample:
     prepare: Callable[[Path], None] = lambda checkout: None
     guessed: list[str] = field(default_factory=list)  # what init must have found
     instance: str = "instance"  # Flask's instance folder in a release
+    database: str = ""  # a database file the app writes beside its code, kept in the data directory
 
 
 def notes_write(site: Http, marker: str) -> None:
@@ -121,8 +122,9 @@ SAMPLE_APPS = {
                    guessed=['wsgi = "app:app"', 'path = "model.pkl"', '# shared_paths = ["uploads"]']),
     "lexicon": Sample("lexicon", {}, lexicon_write, lexicon_hold, guessed=['wsgi = "service:create_app()"']),
     "wordtally": Sample("wordtally", {}, wordtally_write, wordtally_hold, instance="src/instance",
+                        database="wordtally.db",
                         guessed=['wsgi = "wordtally:create_app()"', 'pythonpath = ["src"]',
-                                 'instance_path = "src/instance"', 'health_path = "/healthz"']),
+                                 'shared_files = ["wordtally.db"]', 'health_path = "/healthz"']),
 }
 
 
@@ -249,6 +251,9 @@ def test_an_app_deploys_the_first_time_from_init_and_keeps_its_data_on_this_mach
     data = base / "root" / name / "data"
     assert (data / sample.instance).is_dir()
     assert all((releases / r / sample.instance).is_symlink() for r in release_dirs(releases))
+    if sample.database:
+        assert (data / sample.database).is_file()
+        assert all((releases / r / sample.database).is_symlink() for r in release_dirs(releases))
 
 
 def test_release_commands_health_paths_and_run_fail_safely_and_say_why(local):

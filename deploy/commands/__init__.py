@@ -19,7 +19,7 @@ checks it. By tool:
 from deploy.commands.certbot import (CertificateInfo, acme_directory, certbot_delete, certificate_info, certonly,
                                      parse_certificate_info, parse_resolve, resolve)
 from deploy.commands.fs import (append_line, cat, cat_releases, ensure_directories, exists, exists_or_dangling_link,
-                                install, keep_paths, link_missing, listing, make_directory, move,
+                                install, keep_files, keep_paths, link_missing, listing, make_directory, move,
                                 parse_ensure_directories, parse_links, parse_sums, read_links, remove, restrict, size,
                                 sums, symlink, tail, tail_bytes, tar_create, tar_extract, temporary_file, touch)
 from deploy.commands.firewall import (apt_candidates, cancel_undo, firewall_read, nft_check, nft_list, nft_off,

@@ -127,6 +127,25 @@ def keep_paths(release: Path, data_dir: Path, paths: tuple[str, ...], owner: str
     return ["sh", "-c", script, "sh", str(release), str(data_dir), owner or "", str(seed or ""), *paths]
 
 
+def keep_files(release: Path, data_dir: Path, paths: tuple[str, ...], owner: str | None,
+               seed: Path | None = None) -> list[str]:
+    """Each file of the release becomes a link to the same file under data_dir, kept across releases
+    (a SQLite database beside the code: SQLite follows the link, and keeps its journal beside the file).
+
+    A file missing under data_dir starts as the seed release's own file there (its data from before
+    the kit kept it), else as the one the release ships, else the app makes it through the link; a
+    file already there is never replaced. Prints "made PATH" for each one copied.
+    """
+    script = ('r=$1 d=$2 o=$3 s=$4; shift 4; for p; do '
+              '{ [ -L "$r/$p" ] || [ ! -d "$r/$p" ]; } || { echo "$p is a directory in the release, not a file" >&2; '
+              'exit 1; }; mkdir -p "$(dirname "$d/$p")" || exit 1; '
+              'if [ ! -e "$d/$p" ]; then for from in "$s/$p" "$r/$p"; do [ -n "${from%%/$p}" ] && [ -f "$from" ] && '
+              '[ ! -L "$from" ] && { cp -a "$from" "$d/$p" || exit 1; echo "made $p"; break; }; done; fi; '
+              '[ -z "$o" ] || chown -R "$o:$o" "$d/${p%%/*}" 2>/dev/null || [ ! -e "$d/$p" ] || exit 1; '
+              'rm -rf "$r/$p" && mkdir -p "$(dirname "$r/$p")" && ln -sfn "$d/$p" "$r/$p" || exit 1; done')
+    return ["sh", "-c", script, "sh", str(release), str(data_dir), owner or "", str(seed or ""), *paths]
+
+
 def read_links(root: Path, names: tuple[str, ...] = ("current", *COLORS)) -> list[str]:
     """Where each link under root points, one NAME=TARGET line each (TARGET empty: no link)."""
     script = 'd=$1; shift; for l; do printf "%s=%s\\n" "$l" "$(readlink "$d/$l")"; done'

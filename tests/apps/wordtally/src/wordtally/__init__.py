@@ -10,12 +10,15 @@ from . import store
 WORD = re.compile(r"[a-z][a-z'-]*")
 
 
+# The project's top directory: src/wordtally/__init__.py is two levels down.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def create_app(test_config=None):
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.from_mapping(DATABASE=os.path.join(app.instance_path, "wordtally.sqlite"))
+    app = Flask(__name__)
+    app.config.from_mapping(DATABASE=os.environ.get("WORDTALLY_DB") or os.path.join(ROOT, "wordtally.db"))
     if test_config:
         app.config.update(test_config)
-    os.makedirs(app.instance_path, exist_ok=True)
     stop = set(files(__package__).joinpath("stopwords.txt").read_text().split())
     store.init_app(app)
 
