@@ -62,7 +62,8 @@ def activate(ctx: Context, release: Release, app: App) -> Step:
 
 
 def bring_back(ctx: Context, release: Release, app: App, live: str) -> bool:
-    """The live release runs and nginx serves it; returns whether anything had to be started."""
+    """The live release runs and nginx serves it, and the other color is stopped (a cutover cut
+    short leaves it running); returns whether anything had to be started or stopped."""
     files = configs(ctx, app, live)
     started = ctx.programs.ensure(files["programs"], idle=[], live=live)
     program = ctx.programs.status(live)
@@ -72,7 +73,12 @@ def bring_back(ctx: Context, release: Release, app: App, live: str) -> bool:
     elif program.state == "STARTING" or started:
         wait_ready(ctx, live, release)
         wait_running(ctx, live)
-    return bool(ctx.nginx.ensure(files["nginx"])) or started
+    changed = bool(ctx.nginx.ensure(files["nginx"])) or started
+    idle = next(c for c in COLORS if c != live)
+    if ctx.programs.status(idle).state not in STOPPED:
+        ctx.programs.stop(idle)
+        changed = True
+    return changed
 
 
 def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -> str:
@@ -80,11 +86,16 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     the new live color."""
     layout, live = ctx.layout, pointers.live
     new = next(c for c in COLORS if c != live) if live else COLORS[0]
+    before = configs(ctx, app, live) if live else None
     if ctx.programs.status(new).state not in STOPPED:
+        # A cutover cut short (Ctrl-C, a lost connection) may have left nginx serving the idle color:
+        # back to the live one, while it runs, before the idle one stops.
+        if before and ctx.programs.status(live).state == "RUNNING":
+            ctx.nginx.ensure(before["nginx"])
         ctx.programs.stop(new)
     ctx.link(f"releases/{release.id}", layout.release(new))
     after = configs(ctx, app, new)
-    before = configs(ctx, app, live) if live else after
+    before = before or after
     # Every color but the live one is idle: both of them on a first deploy.
     ctx.programs.ensure(before["programs"], idle=[c for c in COLORS if c != live], live=live or new)
     mark = start(ctx, new, release, running=False)
@@ -94,12 +105,12 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
         # Ready by the probe; still up once supervisor's startsecs have passed (no crash loop) before
         # the old color stops. nginx's switch took about that long.
         wait_running(ctx, new, mark)
-    except (DeployError, CommandFailed) as exc:
-        if live:  # nginx back to the old color first (its files were written; it may have reloaded)
-            # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
-            with contextlib.suppress(DeployError, CommandFailed):
-                ctx.nginx.ensure(before["nginx"])
-        ctx.programs.stop(new)
+    except BaseException as exc:
+        if not isinstance(exc, (DeployError, CommandFailed)):  # interrupted (Ctrl-C), or cut off
+            with contextlib.suppress(Exception):  # as much as can be put back; the next deploy does the rest
+                put_back(ctx, before if live else None, new)
+            raise
+        put_back(ctx, before if live else None, new)
         serving = f"{pointers.live_release} on {live} still serves" if live else "nothing was serving"
         raise DeployError(f"{exc}\nthe release {release.id} was not activated ({new} is stopped); "
                           f"{serving}") from None
@@ -109,6 +120,16 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
         # The old color's program is stopped now: its autostart can change without a restart.
         ctx.programs.ensure(after["programs"], idle=[live], live=new)
     return new
+
+
+def put_back(ctx: Context, before: dict[str, dict[Path, str]] | None, new: str) -> None:
+    """A switch that failed: nginx back to the old color's files first (written; it may have
+    reloaded), then the new color stopped."""
+    if before:
+        # If nginx -t fails here too, nginx never loaded the new files: it still serves the old color.
+        with contextlib.suppress(DeployError, CommandFailed):
+            ctx.nginx.ensure(before["nginx"])
+    ctx.programs.stop(new)
 
 
 def start(ctx: Context, color: str, release: Release, running: bool = True) -> str:

@@ -78,6 +78,7 @@ def test_a_release_that_answers_and_then_exits_sends_nginx_back_before_the_old_c
     # program stayed up (RUNNING) comes after nginx's switch, before the old color stops.
     ctx, target = fake
     live_on_blue(ctx, target)
+    target.files.update(cutover.configs(ctx, app_of(ctx), "blue")["nginx"])  # as blue's deploy left them
     target.answer(r"supervisorctl .* status modelhost-green", "modelhost-green   BACKOFF   Exited too quickly\n", 3)
     with pytest.raises(DeployError, match=r"(?s)modelhost-green answered but did not stay up \(its manager says "
                                           r"BACKOFF\); last lines of .*green.log.*blue still serves"):
@@ -87,6 +88,38 @@ def test_a_release_that_answers_and_then_exits_sends_nginx_back_before_the_old_c
     assert target.links[ctx.layout.root / "current"] == "blue" and target.states["blue"] == "RUNNING"
     assert len(target.ran(r"nginx.* -s reload")) == 2  # to green, and back to blue
     assert not target.ran("stop modelhost-blue")
+
+
+def test_a_cutover_interrupted_after_nginx_switched_puts_nginx_back_and_stops_the_new_color(fake):
+    """Ctrl-C while the new color is checked through nginx: what was serving serves again, then the
+    interruption goes on."""
+    ctx, target = fake
+    live_on_blue(ctx, target)
+
+    def interrupt(argv, command):
+        raise KeyboardInterrupt
+
+    target.respond(r'^probe \{"socket": ""', interrupt)  # asked through nginx
+    with pytest.raises(KeyboardInterrupt):
+        cutover.activate(ctx, release(NEW), app_of(ctx))
+    site = target.files[ctx.layout.nginx_sites / "localhost.conf"]
+    assert "unix:" + str(ctx.layout.socket("blue")) in site and str(ctx.layout.socket("green")) not in site
+    assert target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    assert target.links[ctx.layout.root / "current"] == "blue"
+
+
+def test_a_deploy_after_a_cutover_cut_off_puts_nginx_back_on_the_live_color_before_it_stops_the_other(fake):
+    """A lost connection left nginx on green, which runs, while current still says blue: green is not
+    stopped under nginx's feet."""
+    ctx, target = fake
+    live_on_blue(ctx, target)
+    target.files.update(cutover.configs(ctx, app_of(ctx), "green")["nginx"])
+    target.states["green"] = "RUNNING"
+    cutover.activate(ctx, release(NEW), app_of(ctx))
+    back, stopped = target.index(r"nginx.* -s reload"), target.index("stop modelhost-green")
+    assert back < stopped < target.index(r"startProcess[\s\S]* modelhost-green")
+    assert len(target.ran(r"nginx.* -s reload")) == 2  # back to blue, then to the new release on green
+    assert target.links[ctx.layout.root / "current"] == "green" and target.states["green"] == "RUNNING"
 
 
 def test_a_release_that_never_gets_ready_is_stopped_and_nginx_is_not_touched(fake):
@@ -196,7 +229,17 @@ def test_a_stopped_live_release_is_brought_back_without_a_switch(fake):
     step = cutover.activate(ctx, release(NEW), app_of(ctx))
     assert step.changed and step.detail == f"{NEW} is live on blue (started it)"
     assert target.supervisord and target.nginx and target.states["blue"] == "RUNNING"
-    assert not target.ran("modelhost-green")
+    assert [c.split()[-2:] for c in target.ran("modelhost-green")] == [["status", "modelhost-green"]]  # a look only
+
+
+def test_the_live_release_deployed_again_after_a_cutover_cut_off_stops_the_other_color(fake):
+    ctx, target = fake
+    live_on_blue(ctx, target, NEW)
+    target.files.update(cutover.configs(ctx, app_of(ctx), "green")["nginx"])  # left on green, which runs
+    target.states["green"] = "RUNNING"
+    step = cutover.activate(ctx, release(NEW), app_of(ctx))
+    assert step.changed and target.states == {"blue": "RUNNING", "green": "STOPPED"}
+    assert target.index(r"nginx.* -s reload") < target.index("stop modelhost-green")
 
 
 def test_a_running_live_release_changes_nothing(fake):
