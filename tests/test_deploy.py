@@ -2,8 +2,8 @@
 under a temporary root on a free port, deploying a git checkout made from this one.
 
 The tests run in order and share one target: first deploy, no-op, status, code change under load,
-rollback under load, deploys cut short mid-cutover under load, a release that never gets ready, a
-concurrent deploy, a dirty tree, stop.
+rollback under load, a release that never gets ready, a concurrent deploy, deploys cut short
+mid-cutover under load, a dirty tree, stop.
 """
 from __future__ import annotations
 
@@ -173,47 +173,6 @@ def cut_short(site, sig: int, switched) -> tuple[int, str]:
             os.killpg(deploying.pid, signal.SIGKILL)
 
 
-def test_a_deploy_cut_short_mid_cutover_never_fails_a_request(site):
-    """Ctrl-C (SIGINT to the deploy's process group) once nginx has the new color's file: the deploy
-    stops and puts nginx back, or (invoke passes a Ctrl-C on to the command it waits on, which may
-    shrug it off) goes through. The controller killed once nginx serves the new color (nothing put
-    back, current not moved): the next deploy points nginx at the live color again before it stops
-    the other one. No request fails, and nginx serves the color current names."""
-    repo, port, host = site
-    current = host / "modelhost" / "current"
-    site_file = next((host / "nginx" / "sites").glob("*.conf"))
-
-    def serves_current() -> bool:
-        live = os.readlink(current)
-        other = next(c for c in ("blue", "green") if c != live)
-        return f"{live}.sock" in site_file.read_text() and f"{other}.sock" not in site_file.read_text()
-
-    commit_change(repo, "app/health.py", '"build": "two"', '"build": "cut"', "a build cut short")
-    idle = next(c for c in ("blue", "green") if c != os.readlink(current))
-    with steady_load(port) as counts:
-        status, out = cut_short(site, signal.SIGINT, lambda: f"{idle}.sock" in site_file.read_text())
-    print(f"Ctrl-C mid-cutover under load ({'stopped' if status else 'went through'}): {dict(counts)}")
-    assert set(counts) == {200} and serves_current(), f"{counts}\n{out}"
-    assert livez(port) == ({"status": "ok"} if status else {"status": "ok", "build": "cut"}), out
-
-    commit_change(repo, "app/health.py", '"build": "cut"', '"build": "killed"', "a build whose deploy is killed")
-    live = os.readlink(current)
-    with steady_load(port) as counts:
-        status, out = cut_short(site, signal.SIGKILL, lambda: livez(port).get("build") == "killed")
-        assert status == -signal.SIGKILL, out
-        # Killed between nginx's switch and current's move (about the time of two checks) unless the
-        # machine was too slow to see it in time: then the deploy had ended, which must fail nothing either.
-        mid = os.readlink(current) == live
-        git(repo, "revert", "--no-edit", "HEAD~2..HEAD")
-        again = deploy(site, "--break-lock")  # build two, to the idle color nginx may serve
-        back = fab("rollback", "--settings", str(repo / "deploy.toml"))  # the live release, for the tests after
-    print(f"controller killed {'mid-cutover' if mid else 'after the cutover'}, then deploy --break-lock and "
-          f"rollback, under load: {dict(counts)}")
-    assert again.returncode == 0 and back.returncode == 0, again.stdout + again.stderr + back.stdout + back.stderr
-    assert set(counts) == {200} and serves_current(), counts
-    assert livez(port) == {"status": "ok"}
-
-
 def submit_job(port: int, lines: list[str]) -> tuple[int, dict, dict]:
     """POST /api/v1/jobs with a file of query words: (status, headers, answer)."""
     body = ("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.txt\"\r\n\r\n"
@@ -302,6 +261,45 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
 
 def edit_without_committing(repo: Path) -> None:
     (repo / "app" / "health.py").write_text((repo / "app" / "health.py").read_text() + "\n# local edit\n")
+
+
+def test_a_deploy_cut_short_mid_cutover_never_fails_a_request(site):
+    """Ctrl-C (SIGINT to the deploy's process group) once nginx has the new color's file: the deploy
+    stops and puts nginx back, or (invoke passes a Ctrl-C on to the command it waits on, which may
+    shrug it off) goes through. The controller killed once nginx serves the new color (nothing put
+    back, current not moved): the next deploy points nginx at the live color again before it stops
+    the other one. No request fails, and nginx serves the color current names."""
+    repo, port, host = site
+    current = host / "modelhost" / "current"
+    site_file = next((host / "nginx" / "sites").glob("*.conf"))
+
+    def serves_current() -> bool:
+        live = os.readlink(current)
+        other = next(c for c in ("blue", "green") if c != live)
+        return f"{live}.sock" in site_file.read_text() and f"{other}.sock" not in site_file.read_text()
+
+    commit_change(repo, "app/health.py", '"build": "three"', '"build": "cut"', "a build cut short")
+    idle = next(c for c in ("blue", "green") if c != os.readlink(current))
+    with steady_load(port) as counts:
+        status, out = cut_short(site, signal.SIGINT, lambda: f"{idle}.sock" in site_file.read_text())
+    print(f"Ctrl-C mid-cutover under load ({'stopped' if status else 'went through'}): {dict(counts)}")
+    assert set(counts) == {200} and serves_current(), f"{counts}\n{out}"
+    assert livez(port) == {"status": "ok", "build": "three" if status else "cut"}, out
+
+    commit_change(repo, "app/health.py", '"build": "cut"', '"build": "killed"', "a build whose deploy is killed")
+    live = os.readlink(current)
+    with steady_load(port) as counts:
+        status, out = cut_short(site, signal.SIGKILL, lambda: livez(port).get("build") == "killed")
+        assert status == -signal.SIGKILL, out
+        # Killed between nginx's switch and current's move (about the time of two checks) unless the
+        # machine was too slow to see it in time: then the deploy had ended, which must fail nothing either.
+        mid = os.readlink(current) == live
+        git(repo, "revert", "--no-edit", "HEAD~2..HEAD")
+        again = deploy(site, "--break-lock")  # build three again, while nginx may serve the idle color
+    print(f"controller killed {'mid-cutover' if mid else 'after the cutover'}, then deploy --break-lock, under load: "
+          f"{dict(counts)}")
+    assert again.returncode == 0 and set(counts) == {200} and serves_current(), f"{counts}\n{again.stdout}"
+    assert livez(port) == {"status": "ok", "build": "three"}
 
 
 def test_a_dirty_checkout_is_refused_unless_asked(site):
