@@ -154,25 +154,6 @@ def test_rollback_goes_back_to_the_previous_release_without_a_failed_request(sit
     assert newest.rstrip().endswith("green") and older.rstrip().endswith("blue (live)")
 
 
-def cut_short(site, sig: int, switched) -> tuple[int, str]:
-    """A deploy whose process group gets sig once switched() (a terminal's Ctrl-C: SIGINT; the
-    controller dying: SIGKILL); returns its exit status and output."""
-    repo = site[0]
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
-    deploying = subprocess.Popen([str(FAB), "deploy", "--settings", str(repo / "deploy.toml")], cwd=ROOT,
-                                 env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 start_new_session=True)
-    try:
-        assert eventually(lambda: deploying.poll() is None and switched() or deploying.poll() is not None, 300,
-                          every=0.005)
-        assert deploying.poll() is None, "the deploy ended before it could be cut short:\n" + deploying.stdout.read()
-        os.killpg(deploying.pid, sig)
-        return deploying.wait(timeout=120), deploying.stdout.read()
-    finally:
-        if deploying.poll() is None:
-            os.killpg(deploying.pid, signal.SIGKILL)
-
-
 def submit_job(port: int, lines: list[str]) -> tuple[int, dict, dict]:
     """POST /api/v1/jobs with a file of query words: (status, headers, answer)."""
     body = ("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.txt\"\r\n\r\n"
@@ -261,6 +242,25 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(site):
 
 def edit_without_committing(repo: Path) -> None:
     (repo / "app" / "health.py").write_text((repo / "app" / "health.py").read_text() + "\n# local edit\n")
+
+
+def cut_short(site, sig: int, switched) -> tuple[int, str]:
+    """A deploy whose process group gets sig once switched() (a terminal's Ctrl-C: SIGINT; the
+    controller dying: SIGKILL); returns its exit status and output."""
+    repo = site[0]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    deploying = subprocess.Popen([str(FAB), "deploy", "--settings", str(repo / "deploy.toml")], cwd=ROOT,
+                                 env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+    try:
+        assert eventually(lambda: deploying.poll() is None and switched() or deploying.poll() is not None, 300,
+                          every=0.005)
+        assert deploying.poll() is None, "the deploy ended before it could be cut short:\n" + deploying.stdout.read()
+        os.killpg(deploying.pid, sig)
+        return deploying.wait(timeout=120), deploying.stdout.read()
+    finally:
+        if deploying.poll() is None:
+            os.killpg(deploying.pid, signal.SIGKILL)
 
 
 def test_a_deploy_cut_short_mid_cutover_never_fails_a_request(site):
