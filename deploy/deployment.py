@@ -95,8 +95,8 @@ def named_release(ctx: Context, releases: list[Release], to: str) -> Release:
     if chosen:
         return chosen
     commit = to.lower()  # a build of uncommitted changes (abc1234+dirty) is named whole, or by its id
-    of_revision = [r for r in releases if r.revision == to or "+" not in r.revision and len(commit) >= 4 and (
-        r.revision.startswith(commit) or commit.startswith(r.revision))]
+    of_revision = [r for r in releases if r.revision == to or r.revision and "+" not in r.revision
+                   and len(commit) >= 4 and (r.revision.startswith(commit) or commit.startswith(r.revision))]
     if not of_revision:
         raise DeployError(f"no release {to} on {ctx.target.name} (neither a release id nor the git revision of "
                           "one); fab releases lists them")
