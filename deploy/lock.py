@@ -24,7 +24,8 @@ def locked(ctx: Context, action: str):
         holder = (ctx.target.read(lock / "holder") or "unknown (no holder file yet)").strip()
         raise DeployLocked(
             f"another deploy is running on {ctx.target.name}: {holder}. Wait for it to finish; if no deploy "
-            f"is running (it was killed), remove the lock: rm -r {lock}") from None
+            f"is running (it was killed), run the task again with --break-lock (deploy, rollback, certificate, "
+            f"expose), or remove the lock: rm -r {lock}") from None
     try:
         ctx.target.write(lock / "holder", f"{action} by {ctx.who()} (pid {os.getpid()}) since {now()}\n")
         yield
