@@ -86,7 +86,7 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     the new live color."""
     layout, live = ctx.layout, pointers.live
     new = next(c for c in COLORS if c != live) if live else COLORS[0]
-    before = configs(ctx, app, live) if live else None
+    before = configs(ctx, app, live) if live else None  # the old color's files (none on a first deploy)
     if ctx.programs.status(new).state not in STOPPED:
         # A cutover cut short (Ctrl-C, a lost connection) may have left nginx serving the idle color:
         # back to the live one, while it runs, before the idle one stops.
@@ -95,9 +95,8 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
         ctx.programs.stop(new)
     ctx.link(f"releases/{release.id}", layout.release(new))
     after = configs(ctx, app, new)
-    before = before or after
     # Every color but the live one is idle: both of them on a first deploy.
-    ctx.programs.ensure(before["programs"], idle=[c for c in COLORS if c != live], live=live or new)
+    ctx.programs.ensure((before or after)["programs"], idle=[c for c in COLORS if c != live], live=live or new)
     mark = start(ctx, new, release, running=False)
     try:
         ctx.nginx.ensure(after["nginx"])
@@ -108,9 +107,9 @@ def switch(ctx: Context, release: Release, app: App, pointers: state.Pointers) -
     except BaseException as exc:
         if not isinstance(exc, (DeployError, CommandFailed)):  # interrupted (Ctrl-C), or cut off
             with contextlib.suppress(Exception):  # as much as can be put back; the next deploy does the rest
-                put_back(ctx, before if live else None, new)
+                put_back(ctx, before, new)
             raise
-        put_back(ctx, before if live else None, new)
+        put_back(ctx, before, new)
         serving = f"{pointers.live_release} on {live} still serves" if live else "nothing was serving"
         raise DeployError(f"{exc}\nthe release {release.id} was not activated ({new} is stopped); "
                           f"{serving}") from None
