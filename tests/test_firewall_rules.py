@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -216,14 +217,22 @@ def test_the_safety_timer_is_a_systemd_timer_or_a_sleeping_shell_of_its_own_sess
 
 @pytest.mark.skipif(not shutil.which("dash"), reason="needs dash, Debian's sh")
 def test_the_sleeping_undo_runs_unless_cancelled_and_the_cancel_leaves_nothing(tmp_path):
-    fired, pid = tmp_path / "fired", tmp_path / "undo.pid"
-    subprocess.run(["dash", "-c", shlex.join(commands.undo_later(False, 1, ["touch", str(fired)], pid))], check=True,
-                   timeout=5)
-    subprocess.run(["dash", "-c", shlex.join(commands.undo_later(False, 1, ["touch", str(fired) + "2"], pid))],
-                   check=True, timeout=5)  # the second one's pid is the one kept
-    subprocess.run(["dash", "-c", shlex.join(commands.cancel_undo(False, pid))], check=True, timeout=5)
-    subprocess.run(["sleep", "1.5"])
-    assert fired.exists() and not Path(str(fired) + "2").exists() and not pid.exists()
+    def sh(*argvs):  # each command in one shell, one straight after the other
+        subprocess.run(["dash", "-c", "\n".join(shlex.join(argv) for argv in argvs)], check=True, timeout=5)
+
+    cancelled, fired, pid = tmp_path / "cancelled", tmp_path / "fired", tmp_path / "undo.pid"
+    # cancelled at once, before the sleeping shell may even have its own session (the kill then finds no
+    # process group): it still never runs
+    sh(commands.undo_later(False, 1, ["touch", str(cancelled)], pid), commands.cancel_undo(False, pid))
+    assert not pid.exists()
+    sh(commands.undo_later(False, 1, ["touch", str(fired)], pid))
+    assert pid.exists()
+    deadline = time.monotonic() + 10
+    while not fired.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert fired.exists() and not cancelled.exists() and not pid.exists()
+    sh(commands.cancel_undo(False, pid))  # nothing pending: a quiet no-op
 
 
 # ---- the step, against a fake target -------------------------------------------------------------

@@ -345,12 +345,16 @@ def parse_nft(output: str, loaded: bool = True) -> NftState:
 def undo_later(systemd: bool, seconds: int, undo: list[str], pid_file: Path) -> list[str]:
     """Runs undo in seconds unless cancel_undo comes first, whatever happens to the SSH session: a
     transient systemd timer, or on init.d hosts a sleeping shell in a session of its own (its pid,
-    which is its process group, in pid_file)."""
+    which is its process group, in pid_file). That shell runs undo only while pid_file is there (and
+    takes it away first), so a cancel that came before the shell had its own session, when the kill
+    finds no group, still holds."""
     if systemd:
         return ["systemd-run", "--quiet", "--unit", UNDO_UNIT, "--description",
                 "modelhost: the firewall off again, unless fab provision confirmed it",
                 f"--on-active={seconds}s", "--timer-property=AccuracySec=1s", "--", *undo]
-    script = ("setsid sh -c 'sleep \"$1\"; eval \"$2\"' undo \"$1\" \"$2\" </dev/null >/dev/null 2>&1 &\n"
+    script = ("setsid sh -c 'sleep \"$1\"; [ -e \"$3\" ] || exit 0; rm -f -- \"$3\"; eval \"$2\"' "
+              'undo "$1" "$2" "$3" '
+              '</dev/null >/dev/null 2>&1 &\n'
               'echo $! > "$3"')
     return ["sh", "-c", script, "sh", str(seconds), shlex.join(undo), str(pid_file)]
 
@@ -363,6 +367,6 @@ def cancel_undo(systemd: bool, pid_file: Path) -> list[str]:
                   'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
                   '! systemctl -q is-active "$1.timer"')
         return ["sh", "-c", script, "sh", UNDO_UNIT]
-    script = '[ -s "$1" ] || exit 0; kill -s TERM -- "-$(cat "$1")" 2>/dev/null; rm -f -- "$1"'
+    script = '[ -s "$1" ] || exit 0; p=$(cat "$1"); rm -f -- "$1"; kill -s TERM -- "-$p" 2>/dev/null; exit 0'
     return ["sh", "-c", script, "sh", str(pid_file)]
 
