@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.requirements import FILES, RequirementsError, find_requirements, read_requirements, unpinned_message
-from deploy.settings import KIT_DIR, NAME, PROCESS_NAME, RELATIVE, RESERVED_NAMES, WSGI, Invalid, toml_value
+from deploy.settings import (
+    KIT_DIR,
+    MADE_UP_SECRETS,
+    NAME,
+    PROCESS_NAME,
+    RELATIVE,
+    RESERVED_NAMES,
+    WSGI,
+    Invalid,
+    toml_value,
+)
 
 # Directories that hold no app code of its own: version control, virtualenvs, caches, builds, tests.
 SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "tests", "test", "venv", "env",
@@ -527,12 +537,20 @@ def route_paths(tree: ast.Module) -> list[str]:
 
 
 def secret_names(modules: list[Module], notes: list[str]) -> tuple[tuple[str, ...], str]:
-    """[app] secrets from what the code reads, and what reads them."""
+    """[app] secrets from what the code reads, and what reads them. A secret-looking name the code
+    only reads with a default (os.getenv("X", ...), os.environ.get("X") or ...) is left out: the
+    app does without it, and a deploy would stop on it until it had a value. A signing key is kept
+    (a deploy makes one up, settings.MADE_UP_SECRETS): a default in the code is the same on every install."""
     prefixed = next((m.path for m in modules for n in ast.walk(m.tree)
                      if isinstance(n, ast.Attribute) and n.attr == "from_prefixed_env"), "")
-    read = list(dict.fromkeys(name for m in modules for name in environment_reads(m.tree)))
+    reads = [read for m in modules for read in environment_reads(m.tree)]
+    read = list(dict.fromkeys(name for name, _ in reads))
+    needed = {name for name, defaulted in reads if not defaulted}
     secret = [n for n in read if SECRET_NAME.search(n) and n != "FLASK_SECRET_KEY"]
-    other = [n for n in read if n not in secret and n not in NOT_APP_ENV and n != "FLASK_SECRET_KEY"]
+    defaulted = [n for n in secret if n not in needed and n not in MADE_UP_SECRETS]
+    secret = [n for n in secret if n not in defaulted]
+    other = [n for n in read if n not in secret and n not in defaulted and n not in NOT_APP_ENV
+             and n != "FLASK_SECRET_KEY"]
     written = next((m.path for m in modules if sets_secret_key(m.tree)), "")
     if written:
         notes.append(f"check: {written} sets SECRET_KEY to a literal: on a host read it from the environment "
@@ -540,6 +558,10 @@ def secret_names(modules: list[Module], notes: list[str]) -> tuple[tuple[str, ..
     if other:
         notes.append(f"check: the app reads {', '.join(other)} from the environment: give "
                      f"{'it' if len(other) == 1 else 'them'} in [app.env] (or [app] secrets if secret)")
+    if defaulted:
+        notes.append(f"check: the code has a default for {', '.join(defaulted)}, so [app] secrets leaves "
+                     f"{'it' if len(defaulted) == 1 else 'them'} out; name {'it' if len(defaulted) == 1 else 'one'} "
+                     "there (and give its value once, NAME=... fab deploy) for a host to have its own")
     found = []
     if prefixed:
         found.append(f"app.config.from_prefixed_env() in {prefixed} reads FLASK_SECRET_KEY as SECRET_KEY")
@@ -551,11 +573,14 @@ def secret_names(modules: list[Module], notes: list[str]) -> tuple[tuple[str, ..
     return names, "; ".join(found)
 
 
-def environment_reads(tree: ast.Module) -> list[str]:
-    """Names read as os.environ["X"], os.environ.get("X") or os.getenv("X")."""
-    names = []
+def environment_reads(tree: ast.Module) -> list[tuple[str, bool]]:
+    """Names read as os.environ["X"], os.environ.get("X") or os.getenv("X"), in the order of the
+    source, each with whether that read has a default: a second argument, or an `or` after it."""
+    alternatives = {id(value) for node in ast.walk(tree) if isinstance(node, ast.BoolOp)
+                    and isinstance(node.op, ast.Or) for value in node.values[:-1]}
+    reads = []
     for node in ast.walk(tree):
-        argument = None
+        argument, default = None, False
         if isinstance(node, ast.Subscript) and is_environ(node.value):
             argument = node.slice
         elif isinstance(node, ast.Call) and node.args and (
@@ -563,10 +588,11 @@ def environment_reads(tree: ast.Module) -> list[str]:
                 or (isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "setdefault")
                     and is_environ(node.func.value))):
             argument = node.args[0]
+            default = len(node.args) > 1 or any(k.arg == "default" for k in node.keywords)
         if isinstance(argument, ast.Constant) and isinstance(argument.value, str) \
                 and ENV_NAME.fullmatch(argument.value):
-            names.append(argument.value)
-    return names
+            reads.append(((node.lineno, node.col_offset), argument.value, default or id(node) in alternatives))
+    return [(name, defaulted) for _, name, defaulted in sorted(reads)]
 
 
 def is_environ(node) -> bool:

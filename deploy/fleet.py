@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -147,3 +148,24 @@ def table(rows: list[dict[str, str]]) -> list[str]:
     cells = [columns] + [[row.get(column) or "-" for column in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+
+
+def shared_secrets(found: dict[str, dict[str, str] | None], names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The value of each secret a deploy makes up, alike on every app host: the hosts behind a
+    balancer must share it, or a session or form token one host signed fails on the next. found is
+    each host's env file ([fleet] app's order; None when it could not be read). The first host's
+    value that has one, else a new one (none while a host that could not be read may hold one);
+    returns the values and a line for each secret that some hosts held another value of (they take
+    the shared one)."""
+    values, lines = {}, []
+    for name in names:
+        holders = [(host, env[name]) for host, env in found.items() if env and env.get(name)]
+        if not holders and None in found.values():
+            continue
+        values[name] = holders[0][1] if holders else secrets.token_hex(32)
+        others = [host for host, value in holders if value != values[name]]
+        if others:
+            lines.append(f"{name}: {', '.join(others)} held a value of {'its' if len(others) == 1 else 'their'} own; "
+                         f"every host now has {holders[0][0]}'s (the hosts behind one balancer share it, so a "
+                         "session or form one signed is good on the others)")
+    return values, lines

@@ -23,7 +23,7 @@ from pathlib import Path
 from deploy import commands, state
 from deploy.context import Context, DeployError, Step, now, release_time
 from deploy.render import App, process_environment, render_gunicorn_conf, threads_of
-from deploy.settings import KIT_DIR
+from deploy.settings import KIT_DIR, MADE_UP_SECRETS
 from deploy.source import Model, Source, digest
 from deploy.state import Release
 
@@ -129,22 +129,28 @@ def ensure_start_at_boot(ctx: Context) -> None:
             step.changed = True
 
 
+def env_values(text: str) -> dict[str, str]:
+    """The NAME=value lines of an env file."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
 def merge_secrets(current: str, names: list[str], environ: dict) -> tuple[str, list[str], list[str]]:
     """The env file's new text, the secrets made up for it, and those missing.
 
     A value comes from the environment `fab` runs in, else stays as it is in the file; a missing
-    FLASK_SECRET_KEY is made up (random); any other is missing. Lines of the file beyond the
+    signing key (settings.MADE_UP_SECRETS) is made up (random); any other is missing. Lines of the file beyond the
     names are kept."""
-    wanted, made, missing = {}, [], []
-    for line in current.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and not name.startswith("#"):
-            wanted[name.strip()] = value.strip()
+    wanted, made, missing = env_values(current), [], []
     for name in names:
         if environ.get(name):
             wanted[name] = environ[name]
         elif not wanted.get(name):
-            if name == "FLASK_SECRET_KEY":
+            if name in MADE_UP_SECRETS:
                 wanted[name] = secrets.token_hex(32)
                 made.append(name)
             else:

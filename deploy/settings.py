@@ -228,6 +228,9 @@ class Setting:
     def name(self) -> str:
         return self.key.split(".", 1)[1]
 
+# Secrets a deploy makes up (random, then kept) when none is given: signing keys, for which any
+# value will do.
+MADE_UP_SECRETS = ("FLASK_SECRET_KEY", "SECRET_KEY")
 
 SETTINGS = [
     Setting("app.name", "modelhost", "The app's name: program, unit, socket and directory names come from it.", NAME),
@@ -238,7 +241,8 @@ SETTINGS = [
             env_table()),
     Setting("app.secrets", ("FLASK_SECRET_KEY",),
             "Names of secret environment variables, kept out of every rendered file: gunicorn reads them "
-            "from the env file (mode 0600) at start.", list_of(ENV_VAR)),
+            "from the env file (mode 0600) at start. FLASK_SECRET_KEY and SECRET_KEY are made up when not "
+            "given.", list_of(ENV_VAR)),
     Setting("app.process_manager", "supervisor",
             "What keeps gunicorn running on a host: supervisor or a systemd unit. "
             "The local target always runs its own supervisord.", choice("supervisor", "systemd")),

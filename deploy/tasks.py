@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,7 @@ from fabric.main import Fab
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from deploy import certificate as certificates, commands, context, deployment, discover, fleet, lock, state
+from deploy import certificate as certificates, commands, context, deployment, discover, fleet, lock, parts, state
 from deploy import unchanged
 from deploy import balancer as balancing
 from deploy import expose as exposing
@@ -182,6 +183,12 @@ def resolved(c, name: str) -> str:
 
 
 FLEET_RELEASE_TIME = "modelhost_fleet_release_time"  # in the task's Fabric config, set by on_fleet
+FLEET_SECRETS = "modelhost_fleet_secrets"  # the made-up secrets every host of the fleet shares, set by on_fleet
+
+
+def given_environ(c) -> dict:
+    """What a deploy takes secrets from: fab's environment, over the values a fleet's hosts share."""
+    return {**dict(c.config.get(FLEET_SECRETS) or ()), **os.environ}
 
 
 def target_context(c, settings_file: str | None, quiet: bool = False) -> context.Context:
@@ -236,7 +243,8 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
     (all at once, or one at a time until one fails), its lines marked with the host, and ends with
     a line per host; the task body returns what it did in a few words for that line. unchanged_on
     (a deploy's) looks at every host at once first and says what runs on one that has nothing to
-    do ("" where it has): the task then leaves those out."""
+    do ("" where it has): the task then leaves those out. Before it, the secrets a deploy makes up
+    are read on every host, so that all of them get the same value (given_environ)."""
     def decorate(body):
         @functools.wraps(body)
         def run(c, *args, **kwargs):
@@ -262,6 +270,7 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
             print(f"{name} on {len(hosts)} hosts ({', '.join(hosts)}): {how}", flush=True)
             done: dict[str, fleet.Outcome] = {}
             if unchanged_on:
+                c.config[FLEET_SECRETS] = tuple(shared_secrets(c, settings, hosts, kwargs.get("settings")).items())
                 done = {o.host: o for o in fleet.run(list(hosts), lambda host: with_connection(
                     c, host, unchanged_on, *args, **kwargs) or "to do", at_once=True) if o.result != "to do"}
             left = [host for host in hosts if host not in done or done[host].failed]
@@ -297,6 +306,30 @@ def on_fleet(at_once: bool, unchanged_on: Callable[..., str] | None = None):
                 raise Exit(f"error: {name} failed on {', '.join(failed)} (its lines above say why)", code=1)
         return run
     return decorate
+
+
+def shared_secrets(c, settings, hosts: tuple[str, ...], settings_file: str | None) -> dict[str, str]:
+    """The secrets a deploy makes up (not given in fab's environment), as every host of the fleet
+    is to hold them: each host's env file read at once, the first value found kept (fleet.shared_secrets)."""
+    names = [name for name in deploy_settings.MADE_UP_SECRETS
+             if name in settings.app.secrets and not os.environ.get(name)]
+    if not names:
+        return {}
+
+    def read(host: str) -> dict[str, str] | None:
+        try:
+            with Connection(host, config=c.config) as connection:
+                d = target_context(connection, settings_file, quiet=True)
+                return parts.env_values(d.target.read(d.layout.env_file) or "")
+        except ERRORS + (Exit, OSError):
+            return None  # that host's own deploy says what is wrong with it
+
+    with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="secrets") as pool:
+        found = dict(zip(hosts, pool.map(read, hosts)))
+    values, lines = fleet.shared_secrets(found, names)
+    for line in lines:
+        print(line, flush=True)
+    return values
 
 
 def with_connection(c, host: str, body, *args, **kwargs):
@@ -440,7 +473,7 @@ def deploy_inputs(c, settings: str | None, allow_dirty: bool):
 def live_if_unchanged(c, settings=None, allow_dirty=False, break_lock=False) -> str:
     """On a host of a fleet: what runs there when a deploy would have nothing to do ("" otherwise)."""
     d, _, source, model = deploy_inputs(c, settings, allow_dirty)
-    _, live = unchanged.check(d, source, model, dict(os.environ))
+    _, live = unchanged.check(d, source, model, given_environ(c))
     return f"{live.id} live (nothing to do)" if live else ""
 
 
@@ -459,7 +492,7 @@ def deploy(c, settings=None, allow_dirty=False, break_lock=False):
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"deploying {d.settings.app.name} {source.label} to {where(d)}", flush=True)
-    release = deployment.deploy(d, source, model, dict(os.environ))
+    release = deployment.deploy(d, source, model, given_environ(c))
     print(f"{release.id} is live on {d.target.name}: {summary(d, started)}\n{site_lines(d, path)}")
     return f"{release.id} live"
 

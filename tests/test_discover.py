@@ -369,6 +369,21 @@ def test_secrets_come_from_what_the_code_reads(source, secrets, found):
     assert names == secrets and found in how
 
 
+def test_a_secret_the_code_has_a_default_for_is_left_out_and_a_signing_key_kept():
+    source = """import os
+SECRET_KEY = os.environ.get('SECRET_KEY') or 'you-will-never-guess'
+SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL') or 'sqlite:///app.db'
+MAIL_PASSWORD = os.environ.get('MAIL_PASSWORD')
+TOKEN = os.getenv('API_TOKEN', default='')
+KEY = os.environ.get('STRIPE_SECRET_KEY', '') or os.environ['STRIPE_SECRET_KEY']
+"""  # microblog's config.py, and a name read both ways (needed once is needed)
+    notes = []
+    names, _ = d.secret_names([d.Module("config.py", "config", ast.parse(source), False)], notes)
+    assert names == ("SECRET_KEY", "MAIL_PASSWORD", "STRIPE_SECRET_KEY")
+    assert notes == ["check: the code has a default for DATABASE_URL, API_TOKEN, so [app] secrets leaves them out; "
+                     "name one there (and give its value once, NAME=... fab deploy) for a host to have its own"]
+
+
 def test_the_deploy_toml_written_for_every_shape_is_valid_and_the_same_each_time(tmp_path):
     for number, files in enumerate((FLASKR, SINGLE_FILE, MODULE_WITH_FACTORY)):
         checkout = write(tmp_path / f"app{number}", files)

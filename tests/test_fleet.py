@@ -42,6 +42,11 @@ class Fleet:
         (self.repo / "VERSION").write_text(version)
         git(self.repo, "commit", "-qam", f"version {version}")
 
+    def secret_keys(self) -> dict[str, str]:
+        """Each host's FLASK_SECRET_KEY, which the deploy made up."""
+        return {name: re.search(r"^FLASK_SECRET_KEY=(.+)$", (host.root / f"etc/{APP}/secrets.env").read_text(),
+                                re.M)[1] for name, host in self.members.items()}
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
@@ -104,6 +109,8 @@ def test_a_fleet_is_provisioned_at_once_and_deployed_one_host_at_a_time(fleet):
     one = {name: re.search(r"(\d{8}T\d{6}-\w+) live$", text)[1] for name, text in summary(out).items()}
     assert len(set(one.values())) == 1, out  # the same release id everywhere
     assert fleet.serves() == {name: (200, "one\n") for name in NAMES}
+    # The secret key made up is the same on every host: what one signed (a session) is good on another.
+    assert len(set(fleet.secret_keys().values())) == 1
     # One at a time: fleet2 begins after fleet1 has ended.
     lines = out.splitlines()
     assert max(i for i, line in enumerate(lines) if line.startswith("fleet1 | ")) < min(
@@ -152,8 +159,13 @@ def test_a_deploy_stops_at_the_first_host_that_fails_and_says_what_each_host_run
     assert result.returncode == 1, result.stdout + result.stderr
     assert "another deploy is running on fleet1: deploy of the fleet by someone" in result.stderr, result.stderr
     assert fleet.serves() == {name: (200, "two\n") for name in NAMES}
+    # fleet3 holds a secret key of its own (made before hosts shared it): it takes fleet1's.
+    shared = fleet.secret_keys()["fleet1"]
+    fleet.members["fleet3"].ssh(f"sed -i 's/^FLASK_SECRET_KEY=.*/FLASK_SECRET_KEY=its-own/' /etc/{APP}/secrets.env")
     out = fleet.fab("deploy", "--break-lock").stdout
     assert "deploy: 3 of 3 hosts ok" in out, out
+    assert "FLASK_SECRET_KEY: fleet3 held a value of its own; every host now has fleet1's" in out, out
+    assert fleet.secret_keys() == dict.fromkeys(NAMES, shared)
     assert "removed the deploy lock on fleet1 (deploy of the fleet by someone)" in out, out
     assert fleet.serves() == {name: (200, "three\n") for name in NAMES}
 

@@ -113,3 +113,19 @@ def test_fleet_hosts_are_checked(hosts, message):
         check_settings({"fleet": {"app": hosts}})
     assert check_settings({"fleet": {"app": ["pi1", "deploy@10.0.0.12:2222"]}}).fleet.app == (
         "pi1", "deploy@10.0.0.12:2222")
+
+
+def test_the_secrets_a_deploy_makes_up_are_the_same_on_every_host_of_a_fleet():
+    names = ["FLASK_SECRET_KEY"]
+    made, lines = fleet.shared_secrets({"pi1": {}, "pi2": {"OTHER": "x"}}, names)  # a first deploy
+    assert len(made["FLASK_SECRET_KEY"]) == 64 and lines == []
+    # A host added later takes the fleet's; hosts that made their own (before fleets shared them)
+    # take the first host's, and the output says which.
+    found = {"pi1": {}, "pi2": {"FLASK_SECRET_KEY": "b"}, "pi3": {"FLASK_SECRET_KEY": "c"}}
+    values, lines = fleet.shared_secrets(found, names)
+    assert values == {"FLASK_SECRET_KEY": "b"}
+    assert lines == ["FLASK_SECRET_KEY: pi3 held a value of its own; every host now has pi2's (the hosts behind one "
+                     "balancer share it, so a session or form one signed is good on the others)"]
+    # A host that could not be read may hold the value: none is made up then (each host keeps its own).
+    assert fleet.shared_secrets({"pi1": None, "pi2": {}}, names) == ({}, [])
+    assert fleet.shared_secrets({"pi1": None, "pi2": {"FLASK_SECRET_KEY": "b"}}, names)[0] == {"FLASK_SECRET_KEY": "b"}
