@@ -540,7 +540,7 @@ def secret_names(modules: list[Module], notes: list[str]) -> tuple[tuple[str, ..
     """[app] secrets from what the code reads, and what reads them. A secret-looking name the code
     only reads with a default (os.getenv("X", ...), os.environ.get("X") or ...) is left out: the
     app does without it, and a deploy would stop on it until it had a value. A signing key is kept
-    (a deploy makes one up, settings.MADE_UP_SECRETS): a default in the code is the same on every install."""
+    (a deploy makes one up, settings.MADE_UP_SECRETS): a default in the code is the same everywhere."""
     prefixed = next((m.path for m in modules for n in ast.walk(m.tree)
                      if isinstance(n, ast.Attribute) and n.attr == "from_prefixed_env"), "")
     reads = [read for m in modules for read in environment_reads(m.tree)]

@@ -143,8 +143,8 @@ def merge_secrets(current: str, names: list[str], environ: dict) -> tuple[str, l
     """The env file's new text, the secrets made up for it, and those missing.
 
     A value comes from the environment `fab` runs in, else stays as it is in the file; a missing
-    signing key (settings.MADE_UP_SECRETS) is made up (random); any other is missing. Lines of the file beyond the
-    names are kept."""
+    signing key (settings.MADE_UP_SECRETS) is made up (random); any other is missing. Lines of the
+    file beyond the names are kept."""
     wanted, made, missing = env_values(current), [], []
     for name in names:
         if environ.get(name):

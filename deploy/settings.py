@@ -228,6 +228,7 @@ class Setting:
     def name(self) -> str:
         return self.key.split(".", 1)[1]
 
+
 # Secrets a deploy makes up (random, then kept) when none is given: signing keys, for which any
 # value will do.
 MADE_UP_SECRETS = ("FLASK_SECRET_KEY", "SECRET_KEY")

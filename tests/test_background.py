@@ -124,7 +124,7 @@ def test_a_worker_and_a_schedule_on_this_machine(spool_here):
 
     # kill -9 mid-job: supervisor starts it again, and the job is done by the new process.
     killed = worker_pid(checkout)
-    job_id = submit(site, 30)  # 15 s
+    job_id = submit(site, 16)  # 8 s: long enough to be killed mid-job
     eventually(lambda: job(site, job_id)["state"] == "work", 30)
     os.kill(killed, signal.SIGKILL)
     result = done(site, job_id, timeout=90)
@@ -309,7 +309,7 @@ def test_a_worker_and_a_schedule_on_a_host(own_hosts, tmp_path, flavor):
 
     # kill -9 mid-job: the process manager starts the worker again, which finishes the job.
     shown = int(re.search(r"spool-worker\S* +RUNNING +pid (\d+)", task("status")).group(1))  # the host's pid
-    job_id = submit(site, 30)  # 15 s
+    job_id = submit(site, 16)  # 8 s: long enough to be killed mid-job
     eventually(lambda: job(site, job_id)["state"] == "work", 30)
     (pid,) = [p for p in host.processes() if b"spool.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
     os.kill(pid, signal.SIGKILL)  # from this machine, which sees the host's processes by its own pids
