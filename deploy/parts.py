@@ -167,8 +167,8 @@ def ensure_secrets(ctx: Context, environ: dict) -> str:
         if missing:
             raise DeployError(f"secret {missing[0]} has no value on {ctx.target.name}: give it once, in the "
                               f"environment of the deploy ({missing[0]}=... fab deploy); it is kept in {path}. "
-                              f"If the app does without it (the code has a default), take it out of [app] secrets "
-                              f"in deploy.toml")
+                              "If the app does without it (it has a default, or copes when it is unset), take it "
+                              "out of [app] secrets in deploy.toml")
         step.changed = text != current
         ctx.wrote(path, text)
         if step.changed:
