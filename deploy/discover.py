@@ -546,11 +546,10 @@ def secret_names(modules: list[Module], notes: list[str]) -> tuple[tuple[str, ..
     reads = [read for m in modules for read in environment_reads(m.tree)]
     read = list(dict.fromkeys(name for name, _ in reads))
     needed = {name for name, defaulted in reads if not defaulted}
-    secret = [n for n in read if SECRET_NAME.search(n) and n != "FLASK_SECRET_KEY"]
-    defaulted = [n for n in secret if n not in needed and n not in MADE_UP_SECRETS]
-    secret = [n for n in secret if n not in defaulted]
-    other = [n for n in read if n not in secret and n not in defaulted and n not in NOT_APP_ENV
-             and n != "FLASK_SECRET_KEY"]
+    secretish = [n for n in read if SECRET_NAME.search(n) and n != "FLASK_SECRET_KEY"]
+    defaulted = [n for n in secretish if n not in needed and n not in MADE_UP_SECRETS]
+    secret = [n for n in secretish if n not in defaulted]
+    other = [n for n in read if n not in secretish and n not in NOT_APP_ENV and n != "FLASK_SECRET_KEY"]
     written = next((m.path for m in modules if sets_secret_key(m.tree)), "")
     if written:
         notes.append(f"check: {written} sets SECRET_KEY to a literal: on a host read it from the environment "

@@ -316,11 +316,13 @@ def shared_secrets(c, settings, hosts: tuple[str, ...], settings_file: str | Non
     if not names:
         return {}
 
+    def env_file(connection) -> dict[str, str]:
+        d = target_context(connection, settings_file, quiet=True)
+        return parts.env_values(d.target.read(d.layout.env_file) or "")
+
     def read(host: str) -> dict[str, str] | None:
         try:
-            with Connection(host, config=c.config) as connection:
-                d = target_context(connection, settings_file, quiet=True)
-                return parts.env_values(d.target.read(d.layout.env_file) or "")
+            return with_connection(c, host, env_file)
         except ERRORS + (Exit, OSError):
             return None  # that host's own deploy says what is wrong with it
 
